@@ -1,0 +1,386 @@
+"""The render stage: upload a generator frame, run the ISF effect chain, read back or present.
+
+Data flow per :meth:`Renderer.render`::
+
+    image_u8 [h, w, 3] ──write──▶ input texture (RGB8, input_size, linear)
+        ──copy/scale pass (flips rows to GL's bottom-up order)──▶ chain texture A (output_size)
+        ──effect 1──▶ B ──effect 2──▶ A ... (ping-pong; RGBA8, output_size)
+
+Each effect is an ISF shader (``shader_dir/<name>.fs``, see :mod:`engine.render.isf`); its passes
+draw one full-screen triangle each. A pass with a ``TARGET`` draws into that buffer (two textures
+swapped after each write, so a pass may read its own previous contents; ``PERSISTENT`` buffers
+keep them across frames, ``FLOAT`` buffers are half-float 'f2'); the last pass draws into the
+next chain texture. Every GL object is created in ``__init__``/:meth:`set_chain`; a frame only
+writes textures and uniforms that exist.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time as _time
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import moderngl
+import numpy as np
+
+from engine.errors import RenderError, ShaderError
+from engine.render.isf import VERTEX_SHADER, IsfInput, IsfShader, load_isf
+
+__all__ = ["Renderer"]
+
+log = logging.getLogger("lj.render")
+
+_COPY_FS = """#version 330
+in vec2 isf_FragNormCoord;
+out vec4 color;
+uniform sampler2D src;
+uniform float flip_y;   // 1.0: sample rows top-down (uploaded numpy image), 0.0: as is
+void main() {
+    vec2 uv = vec2(isf_FragNormCoord.x, mix(isf_FragNormCoord.y, 1.0 - isf_FragNormCoord.y, flip_y));
+    color = vec4(texture(src, uv).rgb, 1.0);
+}
+"""
+_EFFECT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+
+
+def _texture(ctx: moderngl.Context, size, components: int, dtype: str = "f1"):
+    tex = ctx.texture(tuple(size), components, dtype=dtype)
+    tex.filter = (moderngl.LINEAR, moderngl.LINEAR)
+    tex.repeat_x = tex.repeat_y = False
+    return tex
+
+
+class _Target:
+    """A pass TARGET: two same-size textures; passes read ``tex`` and write ``fbo`` (the other)."""
+
+    def __init__(self, ctx: moderngl.Context, size: tuple[int, int], float_: bool):
+        dtype = "f2" if float_ else "f1"
+        self.size = size
+        self.texs = [_texture(ctx, size, 4, dtype) for _ in range(2)]
+        self.fbos = [ctx.framebuffer(color_attachments=[t]) for t in self.texs]
+        for f in self.fbos:
+            f.clear(0.0, 0.0, 0.0, 0.0)
+        self.cur = 0  # index of the texture holding the latest contents
+
+    @property
+    def tex(self):
+        return self.texs[self.cur]
+
+    @property
+    def write_fbo(self):
+        return self.fbos[1 - self.cur]
+
+    def swap(self) -> None:
+        self.cur = 1 - self.cur
+
+    def release(self) -> None:
+        for o in (*self.fbos, *self.texs):
+            o.release()
+
+
+class _Effect:
+    """One compiled ISF effect in the chain, with its buffers and uniform handles."""
+
+    def __init__(self, ctx: moderngl.Context, name: str, path: Path, shader: IsfShader,
+                 output_size: tuple[int, int], blank: moderngl.Texture):
+        self.name, self.path, self.shader = name, path, shader
+        self.mtime = path.stat().st_mtime_ns
+        self.program = shader.compile(ctx)
+        self.vao = ctx.vertex_array(self.program, [])
+        self.targets: dict[str, _Target] = {}
+        for p in shader.passes:
+            if p.target and p.target not in self.targets:
+                self.targets[p.target] = _Target(ctx, p.size(output_size), p.float)
+        self.pass_sizes = [p.size(output_size) for p in shader.passes]
+        prog = self.program
+
+        def uni(n):
+            u = prog.get(n, None)
+            return u if isinstance(u, moderngl.Uniform) else None
+
+        # Samplers: unit 0 = the chain input, 1.. = targets, then unfed images (a blank texture).
+        self.input_uniform = None
+        self.target_units: list[tuple[int, _Target]] = []
+        self.blank_units: list[int] = []
+        unit = 1
+        for tname, tgt in self.targets.items():
+            u = uni(tname)
+            if u is not None:
+                u.value = unit
+                self.target_units.append((unit, tgt))
+                unit += 1
+        self.blank = blank
+        self.values: list[tuple[str, IsfInput, moderngl.Uniform]] = []
+        for inp in shader.inputs:
+            u = uni(inp.name)
+            if u is None:
+                continue
+            if inp.glsl_type == "sampler2D":
+                if inp.name == "inputImage":
+                    u.value = 0
+                    self.input_uniform = u
+                else:
+                    u.value = unit
+                    self.blank_units.append(unit)
+                    unit += 1
+            else:
+                self.values.append((f"{name}.{inp.name}", inp, u))
+        self.u_time, self.u_delta = uni("TIME"), uni("TIMEDELTA")
+        self.u_frame, self.u_size = uni("FRAMEINDEX"), uni("RENDERSIZE")
+        self.u_pass, self.u_date = uni("PASSINDEX"), uni("DATE")
+        self.audio = [(n[3:], prog[n]) for n in prog
+                      if n.startswith("lj_") and isinstance(prog[n], moderngl.Uniform)
+                      and prog[n].gl_type == 0x1406 and prog[n].array_length == 1]
+
+    def set_values(self, uniforms: Mapping[str, float], audio: Mapping[str, float],
+                   time: float, delta: float, frame: int) -> None:
+        for key, inp, u in self.values:
+            v = uniforms.get(key)
+            u.value = _clamp(inp, inp.default if v is None else v)
+        for feature, u in self.audio:
+            v = audio.get(feature, 0.0)
+            if isinstance(v, (int, float, np.floating, np.integer)):
+                u.value = float(v)
+        if self.u_time is not None:
+            self.u_time.value = time
+        if self.u_delta is not None:
+            self.u_delta.value = delta
+        if self.u_frame is not None:
+            self.u_frame.value = frame
+        if self.u_date is not None:
+            t = _time.localtime()
+            self.u_date.value = (t.tm_year, t.tm_mon, t.tm_mday,
+                                 t.tm_hour * 3600 + t.tm_min * 60 + t.tm_sec)
+
+    def draw(self, src: moderngl.Texture, dst: moderngl.Framebuffer, copy) -> None:
+        """Run every pass: ``src`` is ``inputImage``; the result ends up in ``dst``."""
+        src.use(0)
+        for unit in self.blank_units:
+            self.blank.use(unit)
+        passes = self.shader.passes
+        last = len(passes) - 1
+        for i, p in enumerate(passes):
+            for unit, tgt in self.target_units:
+                tgt.tex.use(unit)
+            if self.u_pass is not None:
+                self.u_pass.value = i
+            if self.u_size is not None:
+                self.u_size.value = self.pass_sizes[i]
+            if p.target:
+                tgt = self.targets[p.target]
+                tgt.write_fbo.use()
+                self.vao.render(moderngl.TRIANGLES, vertices=3)
+                tgt.swap()
+                if i == last:
+                    copy(tgt.tex, dst)
+                    src.use(0)
+            else:
+                dst.use()
+                self.vao.render(moderngl.TRIANGLES, vertices=3)
+
+    def release(self) -> None:
+        for t in self.targets.values():
+            t.release()
+        self.vao.release()
+        self.program.release()
+
+
+def _clamp(inp: IsfInput, v):
+    """``v`` limited to the input's MIN/MAX (componentwise for vectors); ints for long/bool."""
+    lo, hi = inp.min, inp.max
+    if isinstance(inp.default, tuple):
+        n = len(inp.default)
+        vals = tuple(float(x) for x in v)[:n] if isinstance(v, (Sequence, np.ndarray)) \
+            else (float(v),) * n
+        if len(vals) < n:
+            vals = vals + inp.default[len(vals):]
+        if lo is not None:
+            vals = tuple(max(a, b) for a, b in zip(vals, lo))
+        if hi is not None:
+            vals = tuple(min(a, b) for a, b in zip(vals, hi))
+        return vals
+    x = float(v)
+    if math.isnan(x):
+        x = float(inp.default)
+    if lo is not None and x < lo:
+        x = lo
+    if hi is not None and x > hi:
+        x = hi
+    if inp.type in ("bool", "event"):
+        return x >= 0.5
+    if inp.type == "long":
+        return int(round(x))
+    return x
+
+
+class Renderer:
+    """Runs a chain of ISF effects over generator frames.
+
+    ``input_size`` and ``output_size`` are (w, h) in pixels and independent: the input is sampled
+    with normalised coordinates and linear filtering. ``chain`` names effects, i.e. files
+    ``shader_dir/<name>.fs``. An effect that fails to load or compile is skipped: the one-line
+    message goes to the ``lj.render`` logger and :attr:`errors`, the rest of the chain runs.
+    """
+
+    def __init__(self, ctx: moderngl.Context, input_size: tuple[int, int],
+                 output_size: tuple[int, int], chain: Sequence[str] = (),
+                 shader_dir: str | Path = "shaders"):
+        self.ctx = ctx
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.output_size = (int(output_size[0]), int(output_size[1]))
+        if min(self.input_size) < 1 or min(self.output_size) < 1:
+            raise RenderError(f"render sizes must be positive, got input {self.input_size} "
+                              f"and output {self.output_size}")
+        self.shader_dir = Path(shader_dir)
+        self.errors: list[str] = []
+        self._effects: list[_Effect] = []
+        self._input = _texture(ctx, self.input_size, 3)
+        self._chain = [_texture(ctx, self.output_size, 4) for _ in range(2)]
+        self._fbos = [ctx.framebuffer(color_attachments=[t]) for t in self._chain]
+        self._blank = _texture(ctx, (1, 1), 4)
+        self._blank.write(bytes(4))
+        self._copy = ctx.program(vertex_shader=VERTEX_SHADER, fragment_shader=_COPY_FS)
+        self._copy["src"].value = 0
+        self._copy_flip = self._copy["flip_y"]
+        self._copy_vao = ctx.vertex_array(self._copy, [])
+        w, h = self.output_size
+        self._readback = np.empty((h, w, 3), np.uint8)
+        self._result = 0
+        self._frame = 0
+        self._last_time: float | None = None
+        for f in self._fbos:
+            f.clear(0.0, 0.0, 0.0, 1.0)
+        self.set_chain(chain)
+
+    # -- chain ---------------------------------------------------------------------------------
+    @property
+    def chain(self) -> list[str]:
+        """Names of the effects that loaded and run, in order."""
+        return [e.name for e in self._effects]
+
+    def set_chain(self, names: Sequence[str]) -> None:
+        """Load a new chain. Effects already loaded from an unchanged file are reused (their
+        persistent buffers survive); :attr:`errors` is replaced by this chain's errors."""
+        old = {}
+        for e in self._effects:
+            old.setdefault(e.name, []).append(e)
+        effects, errors = [], []
+        for name in names:
+            try:
+                if not isinstance(name, str) or not _EFFECT_NAME.match(name):
+                    raise ShaderError(f"bad effect name {name!r} (use the file name without .fs)")
+                path = self.shader_dir / f"{name}.fs"
+                reuse = old.get(name)
+                if reuse and path.exists() and reuse[0].mtime == path.stat().st_mtime_ns:
+                    effects.append(reuse.pop(0))
+                    continue
+                shader = load_isf(path)
+                effects.append(_Effect(self.ctx, name, path, shader, self.output_size,
+                                       self._blank))
+            except ShaderError as exc:
+                errors.append(str(exc))
+                log.warning("effect %s skipped: %s", name, exc)
+            except OSError as exc:
+                msg = f"{self.shader_dir / f'{name}.fs'}: {exc.strerror or exc}"
+                errors.append(msg)
+                log.warning("effect %s skipped: %s", name, msg)
+        for rest in old.values():
+            for e in rest:
+                e.release()
+        self._effects = effects
+        self.errors = errors
+
+    @property
+    def inputs(self) -> dict[str, tuple]:
+        """``{"<effect>.<input>": (default, min, max)}`` for every value input of the chain
+        (min/max None where the shader gives none)."""
+        out = {}
+        for e in self._effects:
+            for key, inp, _u in e.values:
+                out[key] = (inp.default, inp.min, inp.max)
+            for inp in e.shader.inputs:  # inputs the compiler optimised away still show
+                if inp.glsl_type != "sampler2D":
+                    out.setdefault(f"{e.name}.{inp.name}", (inp.default, inp.min, inp.max))
+        return out
+
+    # -- frame ---------------------------------------------------------------------------------
+    def _copy_to(self, src: moderngl.Texture, dst: moderngl.Framebuffer, flip: bool = False):
+        src.use(0)
+        self._copy_flip.value = 1.0 if flip else 0.0
+        dst.use()
+        self._copy_vao.render(moderngl.TRIANGLES, vertices=3)
+
+    def render(self, image_u8: np.ndarray, uniforms: Mapping[str, float] | None = None,
+               time: float = 0.0, audio: Mapping[str, float] | None = None) -> None:
+        """Draw one frame. ``image_u8`` is [h, w, 3] uint8 at ``input_size`` (top row first);
+        ``uniforms`` is keyed "<effect>.<input>" (missing -> DEFAULT, clamped to MIN..MAX);
+        ``time`` is the frame time in seconds (TIME; TIMEDELTA is the difference to the last
+        call, 0 on the first); ``audio`` feeds ``uniform float lj_<feature>`` declarations."""
+        w, h = self.input_size
+        if image_u8.shape != (h, w, 3) or image_u8.dtype != np.uint8:
+            raise RenderError(f"render input must be uint8 [{h}, {w}, 3], got "
+                              f"{image_u8.dtype} {list(image_u8.shape)}")
+        if not image_u8.flags.c_contiguous:
+            image_u8 = np.ascontiguousarray(image_u8)
+        uniforms = uniforms if uniforms is not None else {}
+        audio = audio if audio is not None else {}
+        time = float(time)
+        delta = 0.0 if self._last_time is None else max(0.0, time - self._last_time)
+        self._last_time = time
+
+        ctx = self.ctx
+        ctx.disable(moderngl.BLEND)
+        self._input.write(image_u8)
+        self._copy_to(self._input, self._fbos[0], flip=True)
+        cur = 0
+        for e in self._effects:
+            e.set_values(uniforms, audio, time, delta, self._frame)
+            e.draw(self._chain[cur], self._fbos[1 - cur], self._copy_to)
+            cur = 1 - cur
+        self._result = cur
+        self._frame += 1
+
+    @property
+    def texture(self) -> moderngl.Texture:
+        """The texture holding the last rendered frame (RGBA8, output_size, GL row order)."""
+        return self._chain[self._result]
+
+    def read(self, out: np.ndarray | None = None) -> np.ndarray:
+        """The last frame as [H, W, 3] uint8, top row first (into ``out`` when given)."""
+        self._fbos[self._result].read_into(self._readback, components=3, alignment=1)
+        flipped = self._readback[::-1]
+        if out is None:
+            return flipped.copy()
+        np.copyto(out, flipped)
+        return out
+
+    def present(self, fbo: moderngl.Framebuffer, size: tuple[int, int]) -> None:
+        """Draw the last frame into ``fbo`` (e.g. ``window.ctx.screen``) of ``size`` (w, h)
+        pixels, scaled with its aspect kept and black bars around (letterbox/pillarbox)."""
+        fw, fh = int(size[0]), int(size[1])
+        if fw < 1 or fh < 1:
+            return
+        ow, oh = self.output_size
+        scale = min(fw / ow, fh / oh)
+        vw, vh = max(1, round(ow * scale)), max(1, round(oh * scale))
+        fbo.use()
+        fbo.viewport = (0, 0, fw, fh)
+        if (vw, vh) != (fw, fh):
+            fbo.clear(0.0, 0.0, 0.0, 1.0)
+        fbo.viewport = ((fw - vw) // 2, (fh - vh) // 2, vw, vh)
+        self._chain[self._result].use(0)
+        self._copy_flip.value = 0.0
+        self._copy_vao.render(moderngl.TRIANGLES, vertices=3)
+        fbo.viewport = (0, 0, fw, fh)
+
+    def release(self) -> None:
+        """Free every GL object (the renderer is unusable afterwards)."""
+        for e in self._effects:
+            e.release()
+        self._effects = []
+        for o in (*self._fbos, *self._chain, self._input, self._blank, self._copy_vao,
+                  self._copy):
+            o.release()
