@@ -1,0 +1,741 @@
+"""Mapping files: TOML text -> a typed, validated :class:`MappingSpec`.
+
+Every problem becomes a :class:`~engine.errors.MappingError` naming the file and the line of the
+offending key. ``tomllib`` reports positions only for syntax errors, so :class:`LineIndex` scans
+the text itself and records the line of each table header (``[latent]``, the i-th ``[[route]]``)
+and of each ``key =`` inside it. The reference for the file format is ``docs/mapping.md``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Union
+
+from engine.errors import MappingError
+from engine.mapping import expr as ex
+
+# ---------------------------------------------------------------------------------------------
+# Vocabulary
+
+#: Scalar audio features (see docs/features.md for their ranges).
+SCALAR_FEATURES = (
+    "rms", "loudness", "level", "bass", "mid", "treb", "bass_att", "mid_att", "treb_att",
+    "bass_level", "mid_level", "treb_level", "flux", "flux_low", "flux_mid", "flux_high",
+    "onset", "onset_low", "onset_mid", "onset_high", "centroid", "flatness",
+)
+#: Vector audio features and their lengths.
+VECTOR_FEATURES = {"chroma": 12}
+#: Sources that exist only when ``[clock] bpm`` is set.
+CLOCK_SOURCES = ("beat", "beat_phase", "bar_phase")
+#: Always-present sources that are not features.
+TIME_SOURCES = ("time",)
+
+LAYER_GROUPS = ("coarse", "middle", "fine", "all")
+INTERPOLATIONS = ("linear", "slerp")
+TARGETS = ("latent.push", "latent.blend", "latent.speed", "truncation", "noise",
+           "shader.<effect>.<input>")
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_EFFECT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*\Z")
+
+
+# ---------------------------------------------------------------------------------------------
+# Typed spec
+
+
+@dataclass
+class ParamSpec:
+    """A named live control: ``param.<name>`` in expressions, OSC ``/lj/param/<name>``."""
+
+    name: str
+    default: float
+    min: float = 0.0
+    max: float = 1.0
+    line: int | None = None
+
+
+@dataclass
+class WalkSpec:
+    """How fast the walk moves from one keyframe to the next."""
+
+    unit: str = "seconds"          # "seconds" | "beats" | "bars"
+    per_key: float = 8.0           # that many units from one keyframe to the next
+    interp: str = "slerp"          # "linear" | "slerp"
+    line: int | None = None
+
+
+@dataclass
+class LatentSpec:
+    seeds: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
+    walk: WalkSpec = field(default_factory=WalkSpec)
+    truncation: float = 1.0
+    noise: float = 0.0
+
+
+@dataclass
+class TimeShape:
+    """``smooth`` or ``envelope`` times in milliseconds (>= 0)."""
+
+    attack_ms: float = 0.0
+    release_ms: float = 0.0
+
+
+@dataclass
+class RouteSpec:
+    """One ``[[route]]``: a source expression, a target and its conditioning."""
+
+    index: int                      # 0-based position among the routes
+    line: int | None                # line of its [[route]] header
+    source: str                     # the ``from`` text
+    expr: ex.Node | None            # scalar expression tree (None for a vector source)
+    vector: str | None              # bare vector source name (e.g. "chroma"), else None
+    width: int                      # 1 for scalar routes, the vector length otherwise
+    to: str                         # the ``to`` text
+    kind: str                       # push | blend | speed | truncation | noise | uniform
+    uniform: str | None = None      # "<effect>.<input>" for shader targets
+    direction_seed: int | None = None
+    layers: Union[str, tuple[int, int]] = "all"
+    amount: ex.Node = field(default_factory=lambda: ex.Num(1.0))
+    amount_text: str = "1.0"
+    gain: float = 1.0
+    gain_expr: ex.Node | None = None   # set when gain is an expression (evaluated every hop)
+    offset: float = 0.0
+    power: float = 1.0
+    range: tuple[float, float] | None = None
+    clamp: tuple[float, float] | None = None
+    smooth: TimeShape | None = None
+    envelope: TimeShape | None = None
+    threshold: float | None = None
+    key_lines: dict[str, int] = field(default_factory=dict)
+
+    def line_of(self, key: str) -> int | None:
+        """Line of ``key`` inside this route (the header line if the key is absent)."""
+        return self.key_lines.get(key, self.line)
+
+
+@dataclass
+class MappingSpec:
+    """A parsed and validated mapping file (not yet tied to a latent space)."""
+
+    path: str
+    name: str
+    generator: str = "builtin:cppn"
+    description: str = ""
+    params: dict[str, ParamSpec] = field(default_factory=dict)
+    bpm: float | None = None
+    beats_per_bar: int = 4
+    beat_offset: float = 0.0        # seconds: where beat 0 falls on the audio clock
+    latent: LatentSpec = field(default_factory=LatentSpec)
+    shader_chain: list[str] = field(default_factory=list)
+    routes: list[RouteSpec] = field(default_factory=list)
+    lines: "LineIndex | None" = None
+
+    def error(self, message: str, line: int | None = None) -> MappingError:
+        """A :class:`MappingError` for this file (for callers that validate later, e.g. shader
+        inputs against ``Mapping.uniform_targets``)."""
+        return MappingError(message, self.path, line)
+
+
+# ---------------------------------------------------------------------------------------------
+# Line locator
+
+_BARE = r"[A-Za-z0-9_-]+"
+_BASIC = r'"(?:[^"\\]|\\.)*"'
+_LITERAL = r"'[^']*'"
+_PART = rf"(?:{_BARE}|{_BASIC}|{_LITERAL})"
+_KEYPATH = rf"{_PART}(?:\s*\.\s*{_PART})*"
+_AOT_RE = re.compile(rf"\s*\[\[\s*({_KEYPATH})\s*\]\]")
+_TABLE_RE = re.compile(rf"\s*\[\s*({_KEYPATH})\s*\]")
+_KEY_RE = re.compile(rf"\s*({_KEYPATH})\s*=")
+_PART_RE = re.compile(_PART)
+
+PathKey = tuple  # tuple[str | int, ...]
+
+
+def _split_keypath(text: str) -> tuple[str, ...]:
+    parts = []
+    for p in _PART_RE.findall(text):
+        if p[0] in "\"'":
+            p = p[1:-1]
+        parts.append(p)
+    return tuple(parts)
+
+
+class LineIndex:
+    """Lines (1-based) of table headers and keys in TOML text.
+
+    Paths are tuples; the i-th ``[[route]]`` is ``("route", i)`` and its key ``from`` is
+    ``("route", i, "from")``. Nested keys inside inline tables are not indexed: a lookup falls
+    back to the longest known prefix (the line of ``direction`` for ``direction.seed``).
+    """
+
+    def __init__(self, text: str):
+        self._lines: dict[PathKey, int] = {}
+        self.count = text.count("\n") + 1
+        self._scan(text)
+
+    def line(self, *path: Any) -> int | None:
+        p = tuple(path)
+        while p:
+            if p in self._lines:
+                return self._lines[p]
+            p = p[:-1]
+        return None
+
+    def _record(self, path: PathKey, lineno: int) -> None:
+        self._lines.setdefault(path, lineno)
+
+    def _scan(self, text: str) -> None:
+        aot: dict[tuple[str, ...], int] = {}
+        table: PathKey = ()
+        depth = 0               # open [ / { of a value spanning lines
+        in_str: str | None = None  # open multi-line string delimiter
+        for lineno, line in enumerate(text.split("\n"), start=1):
+            start = 0
+            if in_str is None and depth == 0:
+                m = _AOT_RE.match(line)
+                if m:
+                    parts = _split_keypath(m.group(1))
+                    aot[parts] = aot.get(parts, 0) + 1
+                    table = self._resolve(parts, aot, last_is_aot=True)
+                    self._record(table, lineno)
+                    start = m.end()
+                else:
+                    m = _TABLE_RE.match(line)
+                    if m:
+                        table = self._resolve(_split_keypath(m.group(1)), aot, last_is_aot=False)
+                        self._record(table, lineno)
+                        start = m.end()
+                    else:
+                        m = _KEY_RE.match(line)
+                        if m:
+                            self._record(table + _split_keypath(m.group(1)), lineno)
+                            start = m.end()
+            depth, in_str = self._skip_value(line, start, depth, in_str)
+
+    @staticmethod
+    def _resolve(parts: tuple[str, ...], aot: dict, last_is_aot: bool) -> PathKey:
+        out: list = []
+        for i in range(1, len(parts) + 1):
+            out.append(parts[i - 1])
+            prefix = parts[:i]
+            if prefix in aot and (i < len(parts) or last_is_aot):
+                out.append(aot[prefix] - 1)
+        return tuple(out)
+
+    @staticmethod
+    def _skip_value(line: str, i: int, depth: int, in_str: str | None) -> tuple[int, str | None]:
+        """Track brackets and strings over the rest of a line; stop at a comment."""
+        n = len(line)
+        while i < n:
+            if in_str is not None:
+                if in_str == '"' or in_str == '"""':
+                    if line[i] == "\\":
+                        i += 2
+                        continue
+                if line.startswith(in_str, i):
+                    i += len(in_str)
+                    in_str = None
+                    continue
+                i += 1
+                continue
+            c = line[i]
+            if c == "#":
+                break
+            if c in "\"'":
+                triple = c * 3
+                if line.startswith(triple, i):
+                    in_str = triple
+                    i += 3
+                else:
+                    in_str = c
+                    i += 1
+                continue
+            if c in "[{":
+                depth += 1
+            elif c in "]}":
+                depth = max(0, depth - 1)
+            i += 1
+        if in_str in ('"', "'"):  # single-line strings cannot span lines
+            in_str = None
+        return depth, in_str
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_mapping(path: str | Path) -> MappingSpec:
+    """Read and parse a mapping file; a missing or unreadable file is a MappingError too."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise MappingError("mapping file not found", p) from None
+    except IsADirectoryError:
+        raise MappingError("is a directory, not a mapping file", p) from None
+    except UnicodeDecodeError:
+        raise MappingError("mapping file is not UTF-8 text", p) from None
+    except OSError as e:
+        raise MappingError(f"cannot read mapping file: {e.strerror or e}", p) from None
+    return parse_mapping(text, p)
+
+
+_TOML_POS = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
+_TOML_END = re.compile(r"\s*\(at end of document\)\s*$")
+
+
+def parse_mapping(text: str, path: str | Path = "<string>") -> MappingSpec:
+    """Parse mapping TOML text into a validated :class:`MappingSpec`."""
+    path = str(path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        msg = str(e).splitlines()[0] if str(e) else "invalid TOML"
+        line = getattr(e, "lineno", None)
+        col = getattr(e, "colno", None)
+        m = _TOML_POS.search(msg)
+        if m:
+            line, col = int(m.group(1)), int(m.group(2))
+            msg = msg[: m.start()]
+        elif _TOML_END.search(msg):
+            msg = msg[: _TOML_END.search(msg).start()]
+            line = line or (text.count("\n") + 1)
+        if hasattr(e, "msg") and getattr(e, "msg", None):
+            msg = e.msg
+        where = f" (column {col})" if col else ""
+        raise MappingError(f"TOML syntax error: {msg}{where}", path, line) from None
+    return _SpecParser(text, path, data).parse()
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+
+_TOP_KEYS = ("meta", "params", "clock", "latent", "shaders", "route")
+_META_KEYS = ("name", "generator", "description", "author")
+_CLOCK_KEYS = ("bpm", "beats_per_bar", "offset")
+_LATENT_KEYS = ("keyframes", "walk", "truncation", "noise")
+_WALK_KEYS = ("seconds_per_key", "beats_per_key", "bars_per_key", "interp")
+_SHADER_KEYS = ("chain",)
+_PARAM_KEYS = ("default", "min", "max")
+_ROUTE_KEYS = ("from", "to", "direction", "layers", "amount", "gain", "offset", "power", "range",
+               "clamp", "smooth", "envelope", "threshold")
+_TIME_KEYS = ("attack_ms", "release_ms")
+_MAX_MS = 60_000.0
+
+
+def _type_name(v: Any) -> str:
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, int):
+        return "an integer"
+    if isinstance(v, float):
+        return "a float"
+    if isinstance(v, str):
+        return "a string"
+    if isinstance(v, list):
+        return "an array"
+    if isinstance(v, dict):
+        return "a table"
+    return "a date/time"
+
+
+def suggest(name: str, candidates: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest candidate, or ``""``."""
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+class _SpecParser:
+    def __init__(self, text: str, path: str, data: dict):
+        self.path = path
+        self.data = data
+        self.lines = LineIndex(text)
+
+    # -- error helpers -----------------------------------------------------------------------
+    def fail(self, message: str, *where: Any) -> MappingError:
+        return MappingError(message, self.path, self.lines.line(*where) if where else None)
+
+    def keys(self, table: dict, allowed: tuple[str, ...], what: str, *where: Any) -> None:
+        for key in table:
+            if key not in allowed:
+                raise self.fail(f"unknown key {key!r} in {what}{suggest(key, allowed)}"
+                                f" (allowed: {', '.join(allowed)})", *where, key)
+
+    def table(self, value: Any, what: str, *where: Any) -> dict:
+        if not isinstance(value, dict):
+            raise self.fail(f"{what} must be a table, not {_type_name(value)}", *where)
+        return value
+
+    def number(self, value: Any, what: str, *where: Any, lo: float | None = None,
+               hi: float | None = None, positive: bool = False) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.fail(f"{what} must be a number, not {_type_name(value)}", *where)
+        x = float(value)
+        if not math.isfinite(x):
+            raise self.fail(f"{what} must be a finite number", *where)
+        if positive and x <= 0:
+            raise self.fail(f"{what} must be greater than 0, got {value}", *where)
+        if (lo is not None and x < lo) or (hi is not None and x > hi):
+            rng = f"{lo:g}..{hi:g}" if lo is not None and hi is not None else (
+                f">= {lo:g}" if lo is not None else f"<= {hi:g}")
+            raise self.fail(f"{what} must be {rng}, got {value}", *where)
+        return x
+
+    def integer(self, value: Any, what: str, *where: Any, lo: int, hi: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(f"{what} must be an integer, not {_type_name(value)}", *where)
+        if not lo <= value <= hi:
+            raise self.fail(f"{what} must be {lo}..{hi}, got {value}", *where)
+        return value
+
+    def string(self, value: Any, what: str, *where: Any, choices: tuple[str, ...] = ()) -> str:
+        if not isinstance(value, str):
+            raise self.fail(f"{what} must be a string, not {_type_name(value)}", *where)
+        if choices and value not in choices:
+            raise self.fail(f"{what} must be one of {', '.join(choices)}, got {value!r}"
+                            f"{suggest(value, choices)}", *where)
+        return value
+
+    def pair(self, value: Any, what: str, *where: Any) -> tuple[float, float]:
+        if not isinstance(value, list) or len(value) != 2:
+            raise self.fail(f"{what} must be an array of two numbers [lo, hi]", *where)
+        return (self.number(value[0], what, *where), self.number(value[1], what, *where))
+
+    # -- top level ---------------------------------------------------------------------------
+    def parse(self) -> MappingSpec:
+        d = self.data
+        for key, value in d.items():
+            if key not in _TOP_KEYS:
+                raise self.fail(f"unknown table [{key}]{suggest(key, _TOP_KEYS)}"
+                                f" (allowed: {', '.join(_TOP_KEYS)})", key)
+            if key == "route":
+                if isinstance(value, dict):
+                    raise self.fail("routes are written [[route]] (double brackets), one per route",
+                                    key)
+                if not isinstance(value, list) or not all(isinstance(r, dict) for r in value):
+                    raise self.fail("route must be [[route]] tables", key)
+            else:
+                self.table(value, f"[{key}]", key)
+
+        spec = MappingSpec(path=self.path, name=Path(self.path).stem, lines=self.lines)
+        self.meta(d.get("meta", {}), spec)
+        self.clock(d.get("clock", {}), spec)
+        spec.params = self.params(d.get("params", {}))
+        spec.latent = self.latent(d.get("latent", {}), spec)
+        spec.shader_chain = self.shaders(d.get("shaders", {}))
+        spec.routes = [self.route(i, r, spec) for i, r in enumerate(d.get("route", []))]
+        return spec
+
+    def meta(self, t: dict, spec: MappingSpec) -> None:
+        self.keys(t, _META_KEYS, "[meta]", "meta")
+        if "name" in t:
+            spec.name = self.string(t["name"], "meta.name", "meta", "name")
+        if "generator" in t:
+            spec.generator = self.string(t["generator"], "meta.generator", "meta", "generator")
+            if not spec.generator.strip():
+                raise self.fail("meta.generator must not be empty", "meta", "generator")
+        if "description" in t:
+            spec.description = self.string(t["description"], "meta.description", "meta",
+                                           "description")
+        if "author" in t:
+            self.string(t["author"], "meta.author", "meta", "author")
+
+    def clock(self, t: dict, spec: MappingSpec) -> None:
+        self.keys(t, _CLOCK_KEYS, "[clock]", "clock")
+        if "bpm" in t:
+            spec.bpm = self.number(t["bpm"], "clock.bpm", "clock", "bpm", lo=1.0, hi=1000.0)
+        if "beats_per_bar" in t:
+            spec.beats_per_bar = self.integer(t["beats_per_bar"], "clock.beats_per_bar", "clock",
+                                              "beats_per_bar", lo=1, hi=64)
+        if "offset" in t:
+            spec.beat_offset = self.number(t["offset"], "clock.offset (seconds)", "clock",
+                                           "offset")
+        if spec.bpm is None:
+            for key in ("beats_per_bar", "offset"):
+                if key in t:
+                    raise self.fail(f"clock.{key} needs clock.bpm", "clock", key)
+
+    def params(self, t: dict) -> dict[str, ParamSpec]:
+        out: dict[str, ParamSpec] = {}
+        for name, value in t.items():
+            where = ("params", name)
+            if not _IDENT.match(name):
+                raise self.fail(f"parameter name {name!r} must be letters, digits and _ "
+                                "(not starting with a digit)", *where)
+            what = f"params.{name}"
+            if isinstance(value, dict):
+                self.keys(value, _PARAM_KEYS, what, *where)
+                lo = self.number(value.get("min", 0.0), f"{what}.min", *where)
+                hi = self.number(value.get("max", 1.0), f"{what}.max", *where)
+                if not lo < hi:
+                    raise self.fail(f"{what}: min ({lo:g}) must be below max ({hi:g})", *where)
+                default = self.number(value.get("default", lo), f"{what}.default", *where,
+                                      lo=lo, hi=hi)
+            else:
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise self.fail(f"{what} must be a number (its default, range 0..1) or a "
+                                    f"table {{ default, min, max }}, not {_type_name(value)}",
+                                    *where)
+                lo, hi = 0.0, 1.0
+                default = self.number(value, what, *where)
+                if not lo <= default <= hi:
+                    raise self.fail(f"{what} = {value} is outside the default range 0..1; write "
+                                    f"{name} = {{ default = {value}, min = ..., max = ... }}",
+                                    *where)
+            out[name] = ParamSpec(name, default, lo, hi, self.lines.line(*where))
+        return out
+
+    def latent(self, t: dict, spec: MappingSpec) -> LatentSpec:
+        self.keys(t, _LATENT_KEYS, "[latent]", "latent")
+        lat = LatentSpec()
+        if "keyframes" in t:
+            where = ("latent", "keyframes")
+            kf = self.table(t["keyframes"], "latent.keyframes (e.g. { seeds = [1, 2, 3] })",
+                            *where)
+            self.keys(kf, ("seeds",), "latent.keyframes", *where)
+            seeds = kf.get("seeds")
+            if not isinstance(seeds, list) or not seeds:
+                raise self.fail("latent.keyframes.seeds must be a non-empty array of integers",
+                                *where)
+            if len(seeds) > 256:
+                raise self.fail("latent.keyframes.seeds: at most 256 keyframes", *where)
+            lat.seeds = [self.integer(s, "each keyframe seed", *where, lo=0, hi=2**32 - 1)
+                         for s in seeds]
+        walk = WalkSpec(line=self.lines.line("latent"))
+        if "walk" in t:
+            where = ("latent", "walk")
+            w = self.table(t["walk"], "latent.walk (e.g. { seconds_per_key = 4 })", *where)
+            self.keys(w, _WALK_KEYS, "latent.walk", *where)
+            walk.line = self.lines.line(*where)
+            units = [k for k in ("seconds_per_key", "beats_per_key", "bars_per_key") if k in w]
+            if len(units) > 1:
+                raise self.fail(f"latent.walk: give only one of {', '.join(units)}", *where)
+            if units:
+                key = units[0]
+                walk.unit = key.split("_")[0]
+                walk.per_key = self.number(w[key], f"latent.walk.{key}", *where, positive=True)
+                if walk.unit != "seconds" and spec.bpm is None:
+                    raise self.fail(f"latent.walk.{key} needs [clock] bpm", *where)
+            if "interp" in w:
+                walk.interp = self.string(w["interp"], "latent.walk.interp", *where,
+                                          choices=INTERPOLATIONS)
+        lat.walk = walk
+        if "truncation" in t:
+            lat.truncation = self.number(t["truncation"], "latent.truncation", "latent",
+                                         "truncation", lo=-4.0, hi=4.0)
+        if "noise" in t:
+            lat.noise = self.number(t["noise"], "latent.noise", "latent", "noise", lo=0.0)
+        return lat
+
+    def shaders(self, t: dict) -> list[str]:
+        self.keys(t, _SHADER_KEYS, "[shaders]", "shaders")
+        chain = t.get("chain", [])
+        where = ("shaders", "chain")
+        if not isinstance(chain, list):
+            raise self.fail(f"shaders.chain must be an array of effect names, not "
+                            f"{_type_name(chain)}", *where)
+        out: list[str] = []
+        for name in chain:
+            self.string(name, "each shaders.chain entry", *where)
+            if not _EFFECT.match(name):
+                raise self.fail(f"shader effect name {name!r} must be letters, digits, _ and -",
+                                *where)
+            if name in out:
+                raise self.fail(f"shader effect {name!r} appears twice in shaders.chain", *where)
+            out.append(name)
+        return out
+
+    # -- routes ------------------------------------------------------------------------------
+    def route(self, i: int, t: dict, spec: MappingSpec) -> RouteSpec:
+        def at(key: str | None = None) -> tuple:
+            return ("route", i) if key is None else ("route", i, key)
+
+        what = f"route #{i + 1}"
+        self.keys(t, _ROUTE_KEYS, what, *at())
+        for key in ("from", "to"):
+            if key not in t:
+                raise self.fail(f"{what} needs '{key}'", *at())
+        to = self.string(t["to"], f"{what} 'to'", *at("to"))
+        kind, uniform = self.target(to, spec, at("to"))
+
+        raw = t["from"]
+        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            source = repr(float(raw))
+        else:
+            source = self.string(raw, f"{what} 'from'", *at("from"))
+        node = self.expression(source, f"{what} 'from'", at("from"))
+        vector = None
+        width = 1
+        if isinstance(node, ex.Name) and node.name in VECTOR_FEATURES:
+            vector = node.name
+            width = VECTOR_FEATURES[vector]
+            if kind != "blend":
+                raise self.fail(f"{what}: {vector!r} is a vector ({width} values) and "
+                                f"{to!r} takes one number; pick one value with {vector}[i] or "
+                                "route it to latent.blend", *at("from"))
+        else:
+            self.check_sources(node, spec, f"{what} 'from'", at("from"))
+            if kind == "blend":
+                raise self.fail(f"{what}: latent.blend needs a vector source such as "
+                                f"'chroma' (its weights over the keyframes)", *at("from"))
+
+        r = RouteSpec(index=i, line=self.lines.line(*at()), source=source,
+                      expr=None if vector else node, vector=vector, width=width, to=to,
+                      kind=kind, uniform=uniform)
+        r.key_lines = {k: self.lines.line(*at(k)) for k in t}
+
+        # target-specific keys
+        only = {"direction": "push", "layers": "push", "amount": "blend"}
+        for key, needs in only.items():
+            if key in t and kind != needs:
+                raise self.fail(f"{what}: '{key}' only applies to latent.{needs}", *at(key))
+        if kind == "push":
+            if "direction" not in t:
+                raise self.fail(f"{what}: latent.push needs direction = {{ seed = N }}", *at())
+            d = self.table(t["direction"], f"{what} 'direction' (e.g. {{ seed = 7 }})",
+                           *at("direction"))
+            self.keys(d, ("seed",), f"{what} 'direction'", *at("direction"))
+            if "seed" not in d:
+                raise self.fail(f"{what}: direction needs a seed, e.g. {{ seed = 7 }}",
+                                *at("direction"))
+            r.direction_seed = self.integer(d["seed"], "direction.seed", *at("direction"),
+                                            lo=0, hi=2**32 - 1)
+            if "layers" in t:
+                lv = t["layers"]
+                if isinstance(lv, list):
+                    if len(lv) != 2:
+                        raise self.fail("layers must be a group name or [first, last]",
+                                        *at("layers"))
+                    a = self.integer(lv[0], "layers first", *at("layers"), lo=0, hi=4096)
+                    b = self.integer(lv[1], "layers last", *at("layers"), lo=0, hi=4096)
+                    if a > b:
+                        raise self.fail(f"layers [{a}, {b}]: first must not exceed last",
+                                        *at("layers"))
+                    r.layers = (a, b)
+                else:
+                    r.layers = self.string(lv, f"{what} 'layers'", *at("layers"),
+                                           choices=LAYER_GROUPS)
+        if "amount" in t:
+            a = t["amount"]
+            if isinstance(a, str):
+                r.amount = self.expression(a, f"{what} 'amount'", at("amount"))
+                self.check_sources(r.amount, spec, f"{what} 'amount'", at("amount"))
+                r.amount_text = a
+            else:
+                r.amount = ex.Num(self.number(a, f"{what} 'amount'", *at("amount"),
+                                              lo=0.0, hi=1.0))
+                r.amount_text = repr(float(a))
+
+        # conditioning
+        if "gain" in t:
+            if isinstance(t["gain"], str):
+                r.gain_expr = self.expression(t["gain"], f"{what} 'gain'", at("gain"))
+                self.check_sources(r.gain_expr, spec, f"{what} 'gain'", at("gain"))
+            else:
+                r.gain = self.number(t["gain"], f"{what} 'gain'", *at("gain"))
+        if "offset" in t:
+            r.offset = self.number(t["offset"], f"{what} 'offset'", *at("offset"))
+        if "power" in t:
+            r.power = self.number(t["power"], f"{what} 'power'", *at("power"), positive=True)
+        if "threshold" in t:
+            r.threshold = self.number(t["threshold"], f"{what} 'threshold'", *at("threshold"))
+        if "range" in t:
+            r.range = self.pair(t["range"], f"{what} 'range'", *at("range"))
+        if "clamp" in t:
+            r.clamp = self.pair(t["clamp"], f"{what} 'clamp'", *at("clamp"))
+            if r.clamp[0] > r.clamp[1]:
+                raise self.fail(f"{what} 'clamp': lo must not exceed hi", *at("clamp"))
+        if "smooth" in t:
+            r.smooth = self.time_shape(t["smooth"], f"{what} 'smooth'", at("smooth"),
+                                       shorthand=True)
+        if "envelope" in t:
+            r.envelope = self.time_shape(t["envelope"], f"{what} 'envelope'", at("envelope"),
+                                         shorthand=False, default_release=250.0)
+        return r
+
+    def time_shape(self, value: Any, what: str, where: tuple, shorthand: bool,
+                   default_release: float = 0.0) -> TimeShape:
+        if shorthand and not isinstance(value, (dict, bool)) and isinstance(value, (int, float)):
+            ms = self.number(value, f"{what} (milliseconds)", *where, lo=0.0, hi=_MAX_MS)
+            return TimeShape(ms, ms)
+        hint = "{ attack_ms = 10, release_ms = 200 }" + (" or a number of ms" if shorthand else "")
+        t = self.table(value, f"{what} ({hint})", *where)
+        self.keys(t, _TIME_KEYS, what, *where)
+        return TimeShape(
+            self.number(t.get("attack_ms", 0.0), f"{what} attack_ms", *where, lo=0.0, hi=_MAX_MS),
+            self.number(t.get("release_ms", default_release), f"{what} release_ms", *where,
+                        lo=0.0, hi=_MAX_MS),
+        )
+
+    def target(self, to: str, spec: MappingSpec, where: tuple) -> tuple[str, str | None]:
+        fixed = {"latent.push": "push", "latent.blend": "blend", "latent.speed": "speed",
+                 "truncation": "truncation", "noise": "noise"}
+        if to in fixed:
+            return fixed[to], None
+        if to.startswith("shader."):
+            parts = to.split(".")
+            if len(parts) != 3 or not all(parts[1:]):
+                raise self.fail(f"shader targets are written shader.<effect>.<input>, got {to!r}",
+                                *where)
+            effect, inp = parts[1], parts[2]
+            if effect not in spec.shader_chain:
+                chain = ", ".join(spec.shader_chain) or "empty"
+                raise self.fail(f"shader effect {effect!r} is not in [shaders] chain ({chain})"
+                                f"{suggest(effect, spec.shader_chain)}", *where)
+            if not _IDENT.match(inp):
+                raise self.fail(f"shader input name {inp!r} is not a valid name", *where)
+            return "uniform", f"{effect}.{inp}"
+        raise self.fail(f"unknown target {to!r}{suggest(to, TARGETS)} (targets: "
+                        f"{', '.join(TARGETS)})", *where)
+
+    def expression(self, text: str, what: str, where: tuple) -> ex.Node:
+        try:
+            return ex.parse(text)
+        except ex.ExprError as e:
+            col = f" at column {e.column}" if e.column else ""
+            raise self.fail(f"{what}: {e.message}{col}: {text.strip()[:80]!r}", *where) from None
+
+    def check_sources(self, node: ex.Node, spec: MappingSpec, what: str, where: tuple) -> None:
+        known = source_names(spec)
+        for ref in ex.references(node):
+            name = ref.name
+            if isinstance(ref, ex.Index):
+                if name not in VECTOR_FEATURES:
+                    if name in known:
+                        raise self.fail(f"{what}: {name!r} is a single number and cannot be "
+                                        "indexed", *where)
+                    raise self.fail(f"{what}: unknown vector source {name!r}"
+                                    f"{suggest(name, VECTOR_FEATURES)}", *where)
+                n = VECTOR_FEATURES[name]
+                if ref.index >= n:
+                    raise self.fail(f"{what}: {name}[{ref.index}] is out of range "
+                                    f"({name} has {n} values, 0..{n - 1})", *where)
+                continue
+            if name in VECTOR_FEATURES:
+                raise self.fail(f"{what}: {name!r} is a vector ({VECTOR_FEATURES[name]} values) "
+                                f"and cannot be used in an expression; pick one value with "
+                                f"{name}[i]", *where)
+            if name in known:
+                continue
+            if name in CLOCK_SOURCES:
+                raise self.fail(f"{what}: source {name!r} needs [clock] bpm", *where)
+            if name.startswith("param."):
+                declared = [f"param.{p}" for p in spec.params]
+                raise self.fail(f"{what}: unknown parameter {name!r} (declare it in [params])"
+                                f"{suggest(name, declared)}", *where)
+            raise self.fail(f"{what}: unknown source {name!r}{suggest(name, known)}", *where)
+
+
+def source_names(spec: MappingSpec) -> list[str]:
+    """Every scalar source name valid in ``spec``'s expressions (features, params, clock)."""
+    names = list(SCALAR_FEATURES) + list(TIME_SOURCES)
+    if spec.bpm is not None:
+        names += list(CLOCK_SOURCES)
+    names += [f"param.{p}" for p in spec.params]
+    return names
