@@ -1,0 +1,145 @@
+"""Latent-space building blocks for mappings: keyframes, walks, pushes, blends. Pure numpy.
+
+All vectors are float32 in the generator's w space (``[w_dim]``; ``w_plus`` is
+``[num_layers, w_dim]``). Positions along a walk are measured in *keys*: position ``p`` lies
+between keyframe ``floor(p)`` and the next one, cyclically (after the last keyframe comes the
+first again, so a loop joins without a jump).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from engine.frame import LatentSpace
+
+#: Seeds used (with the keyframes) to measure how far w typically lies from ``w_avg``.
+_SPREAD_SEEDS = range(1_000_000, 1_000_016)
+
+
+def keyframes_from_seeds(space: LatentSpace, seeds: Sequence[int]) -> np.ndarray:
+    """Stack ``space.seed_to_w(seed)`` for each seed: float32 ``[len(seeds), w_dim]``."""
+    keys = np.empty((len(seeds), space.w_dim), dtype=np.float32)
+    for i, seed in enumerate(seeds):
+        keys[i] = np.asarray(space.seed_to_w(int(seed)), dtype=np.float32).reshape(space.w_dim)
+    return keys
+
+
+def latent_spread(space: LatentSpace, keys: np.ndarray) -> float:
+    """RMS per-dimension distance of w from ``w_avg`` (> 0), over the keyframes and a few
+    fixed extra seeds: the "typical spread" that scales push directions."""
+    w_avg = np.asarray(space.w_avg, dtype=np.float64)
+    extra = [np.asarray(space.seed_to_w(s), dtype=np.float64)
+             for s in _SPREAD_SEEDS[: max(0, 16 - len(keys))]]
+    samples = np.concatenate([np.asarray(keys, dtype=np.float64)] + [e[None] for e in extra])
+    spread = float(np.sqrt(np.mean((samples - w_avg) ** 2)))
+    return spread if math.isfinite(spread) and spread > 1e-8 else 1.0
+
+
+def push_direction(seed: int, w_dim: int, spread: float) -> np.ndarray:
+    """A fixed random direction for ``seed``: unit-variance normal values times ``spread``.
+
+    Its length is about the length of a typical ``w - w_avg``, so a push of 1.0 moves the
+    picture as far as going to a different random image (clearly visible). float32 ``[w_dim]``.
+    """
+    rng = np.random.default_rng(int(seed))
+    return (rng.standard_normal(w_dim) * spread).astype(np.float32)
+
+
+def layer_rows(space: LatentSpace, layers: str | tuple[int, int]) -> range:
+    """Rows of ``w_plus`` named by ``layers``: a group name from ``space.layer_groups()``,
+    ``"all"``, or an inclusive ``(first, last)`` pair. Raises ``ValueError`` if out of range."""
+    if isinstance(layers, str):
+        if layers == "all":
+            return range(space.num_layers)
+        groups = space.layer_groups()
+        if layers not in groups:
+            raise ValueError(f"unknown layer group {layers!r} (have: {', '.join(groups)}, all)")
+        rows = groups[layers]
+        return range(rows.start, rows.stop)
+    first, last = layers
+    if not (0 <= first <= last < space.num_layers):
+        raise ValueError(f"layers [{first}, {last}] out of range: this generator has "
+                         f"{space.num_layers} layers (0..{space.num_layers - 1})")
+    return range(first, last + 1)
+
+
+def blend_matrix(n_keys: int, n_bins: int) -> np.ndarray:
+    """float32 ``[n_keys, n_bins]`` that sends weight bin ``i`` to keyframe ``i % n_keys``.
+
+    With at least ``n_bins`` keyframes the first ``n_bins`` keyframes get one bin each; with
+    fewer, bins cycle over the keyframes (bin 12 of chroma onto 5 keys: C->0, C#->1, ... F->0).
+    """
+    m = np.zeros((n_keys, n_bins), dtype=np.float32)
+    for i in range(n_bins):
+        m[i % n_keys, i] = 1.0
+    return m
+
+
+class Walk:
+    """Cyclic interpolation through keyframes (``interp`` = ``"linear"`` or ``"slerp"``).
+
+    Slerp works on the offsets ``w - w_avg`` (the spherical path keeps the picture's "energy"
+    instead of cutting through the blander middle of the space); it falls back to linear where
+    two keyframes point the same way. Per-segment constants are computed once here.
+    """
+
+    def __init__(self, keys: np.ndarray, interp: str, w_avg: np.ndarray):
+        if interp not in ("linear", "slerp"):
+            raise ValueError(f"unknown interpolation {interp!r}")
+        self.keys = np.ascontiguousarray(keys, dtype=np.float32)
+        self.n = len(self.keys)
+        self.interp = interp
+        self.w_avg = np.asarray(w_avg, dtype=np.float32).reshape(-1)
+        self._off = (self.keys - self.w_avg).astype(np.float64)
+        nxt = np.roll(self._off, -1, axis=0)
+        na = np.linalg.norm(self._off, axis=1)
+        nb = np.linalg.norm(nxt, axis=1)
+        cos = np.sum(self._off * nxt, axis=1) / np.maximum(na * nb, 1e-30)
+        self._omega = np.arccos(np.clip(cos, -1.0, 1.0))
+        self._tmp = np.empty_like(self.w_avg)
+
+    def at(self, p: float, out: np.ndarray) -> np.ndarray:
+        """Write the walk's w at position ``p`` (keys, any real number) into ``out`` [w_dim]."""
+        p = float(p) % self.n
+        k = int(p)
+        if k >= self.n:  # p a hair below n rounded up
+            k = self.n - 1
+        t = p - k
+        a, b = self.keys[k], self.keys[(k + 1) % self.n]
+        omega = self._omega[k]
+        if self.interp == "slerp" and omega > 1e-4 and math.sin(omega) > 1e-6:
+            s = math.sin(omega)
+            ca = math.sin((1.0 - t) * omega) / s
+            cb = math.sin(t * omega) / s
+            # out = w_avg + ca * (a - w_avg) + cb * (b - w_avg)
+            np.multiply(a, ca, out=out)
+            np.multiply(b, cb, out=self._tmp)
+            out += self._tmp
+            np.multiply(self.w_avg, 1.0 - ca - cb, out=self._tmp)
+            out += self._tmp
+        else:
+            np.subtract(b, a, out=out)
+            out *= np.float32(t)
+            out += a
+        return out
+
+
+def slerp(a: np.ndarray, b: np.ndarray, t: float, center: np.ndarray | None = None) -> np.ndarray:
+    """Spherical interpolation from ``a`` (t=0) to ``b`` (t=1) around ``center`` (default 0).
+
+    float32 result; falls back to linear interpolation where ``a`` and ``b`` point the same way.
+    """
+    c = np.zeros(np.shape(a), dtype=np.float64) if center is None else np.asarray(center, np.float64)
+    oa = np.asarray(a, np.float64) - c
+    ob = np.asarray(b, np.float64) - c
+    cos = float(oa @ ob) / max(float(np.linalg.norm(oa) * np.linalg.norm(ob)), 1e-30)
+    omega = math.acos(min(1.0, max(-1.0, cos)))
+    if omega < 1e-4 or math.sin(omega) < 1e-6:
+        out = oa + (ob - oa) * t
+    else:
+        s = math.sin(omega)
+        out = oa * (math.sin((1.0 - t) * omega) / s) + ob * (math.sin(t * omega) / s)
+    return (out + c).astype(np.float32)
