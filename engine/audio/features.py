@@ -1,0 +1,338 @@
+"""Causal, streaming audio features, computed once per hop.
+
+:class:`FeatureExtractor` keeps the latest ``n_fft`` samples, and for every new hop of ``hop``
+samples it takes one Hann-windowed real FFT and updates a fixed set of features (see
+``docs/features.md`` for the meaning and range of each). Everything is causal: a hop's features
+depend only on that hop and the ones before it, never on how the caller chunked its reads, and all
+smoothing constants are given in seconds, so results do not depend on the frame rate.
+
+The per-hop path allocates almost nothing: band edges, the chroma matrix and all buffers are
+computed once in the constructor.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from engine.frame import Features
+
+#: Names of the scalar features, in the order they appear in :attr:`FeatureExtractor.features`.
+SCALAR_FEATURES = (
+    "rms", "loudness", "level",
+    "bass", "mid", "treb",
+    "bass_att", "mid_att", "treb_att",
+    "bass_level", "mid_level", "treb_level",
+    "flux", "flux_low", "flux_mid", "flux_high",
+    "onset", "onset_low", "onset_mid", "onset_high",
+    "centroid", "flatness",
+)
+#: Every feature name, including the 12-vector ``chroma``.
+FEATURE_NAMES = SCALAR_FEATURES + ("chroma",)
+
+#: Frequency bands (Hz) of bass / mid / treb and of the per-band flux and onsets.
+BANDS = {"bass": (20.0, 250.0), "mid": (250.0, 4000.0), "treb": (4000.0, 16000.0)}
+
+# --- tuning, all times in seconds --------------------------------------------------------------
+BASELINE_TIME = 4.0        # bass/mid/treb: long-term baseline (EMA time constant)
+ATT_ATTACK = 0.05          # *_att: rise time constant
+ATT_RELEASE = 0.5          # *_att: fall time constant
+RANGE_RELEASE = 10.0       # auto-gain: how fast the remembered loudest/quietest relax
+RANGE_LOW_FALL = 0.3       # auto-gain: how fast the quiet end follows the signal down
+MIN_RANGE_DB = 12.0        # auto-gain: the range is never narrower than this
+FLOOR_DB = -80.0           # auto-gain: quieter than this counts as silence
+FLUX_MAX_RELEASE = 4.0     # flux normaliser: running max decay time constant
+FLUX_FLOOR = 0.16          # flux normaliser never divides by less (keeps noise floors near 0)
+FLUX_HISTORY = 0.4         # onsets: length of the adaptive-threshold history
+ONSET_MULTIPLIER = 2.0     # onsets: raw flux must exceed this times its recent mean ...
+ONSET_RELATIVE = 0.5       # ... and this fraction of the running max ...
+ONSET_ABSOLUTE = 0.08      # ... and this absolute floor (mean log-magnitude rise per bin)
+ONSET_REFRACTORY = 0.08    # onsets: no second onset in a band within this time
+LOG_GAMMA = 100.0          # log-magnitude compression: log(1 + gamma * |X|), |X| = 1 at full scale
+CHROMA_FMIN, CHROMA_FMAX = 250.0, 5000.0  # below 250 Hz a 2048-point bin spans semitones
+_FLUX_NAMES = ("flux", "flux_low", "flux_mid", "flux_high")
+_ONSET_NAMES = ("onset", "onset_low", "onset_mid", "onset_high")
+
+
+def _coef(time_constant: float, hop_seconds: float) -> float:
+    """One-pole smoothing coefficient for a time constant in seconds at one update per hop."""
+    if time_constant <= 0:
+        return 1.0
+    return 1.0 - math.exp(-hop_seconds / time_constant)
+
+
+def chroma_matrix(sr: int, n_fft: int, fmin: float = CHROMA_FMIN, fmax: float = CHROMA_FMAX,
+                  width: float = 0.5) -> np.ndarray:
+    """Weights float32 [12, n_fft // 2 + 1] that fold FFT bins onto pitch classes (C = 0).
+
+    Each bin between ``fmin`` and ``fmax`` (Hz) contributes to the pitch classes near its own
+    (fractional) pitch with a Gaussian of ``width`` semitones.
+    """
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / sr)
+    out = np.zeros((12, freqs.size), dtype=np.float64)
+    sel = (freqs >= fmin) & (freqs <= fmax)
+    midi = 69.0 + 12.0 * np.log2(freqs[sel] / 440.0)
+    pc = np.arange(12)[:, None]
+    d = (midi[None, :] - pc + 6.0) % 12.0 - 6.0  # circular distance in semitones
+    out[:, sel] = np.exp(-0.5 * (d / width) ** 2)
+    out[:, sel] /= out[:, sel].sum(axis=0, keepdims=True)
+    return out.astype(np.float32)
+
+
+class _AutoGain:
+    """Maps one dB value onto 0..1 against its own remembered range.
+
+    Plain Python floats: for a handful of scalars this is far cheaper than small numpy arrays.
+    """
+
+    __slots__ = ("hi", "lo", "k_release", "k_low_fall")
+
+    def __init__(self, hop_seconds: float):
+        self.hi = FLOOR_DB
+        self.lo = FLOOR_DB
+        self.k_release = _coef(RANGE_RELEASE, hop_seconds)
+        self.k_low_fall = _coef(RANGE_LOW_FALL, hop_seconds)
+
+    def update(self, db: float) -> float:
+        x = db if db > FLOOR_DB else FLOOR_DB
+        # The loud end jumps up at once and relaxes slowly towards the signal.
+        hi = x if x > self.hi else self.hi + (x - self.hi) * self.k_release
+        # The quiet end follows the signal down within a fraction of a second, up slowly.
+        lo = self.lo + (x - self.lo) * (self.k_low_fall if x < self.lo else self.k_release)
+        if lo > hi - MIN_RANGE_DB:
+            lo = hi - MIN_RANGE_DB
+        self.hi, self.lo = hi, lo
+        if x <= FLOOR_DB:
+            return 0.0
+        v = (x - lo) / (hi - lo)
+        return 0.0 if v < 0.0 else (1.0 if v > 1.0 else v)
+
+
+class FeatureExtractor:
+    """Streaming audio features, one update per hop.
+
+    Parameters
+    ----------
+    sr : int
+        Sample rate in Hz.
+    hop : int
+        Samples per hop: :meth:`process_hop` takes exactly this many (512 = 11.6 ms at 44.1 kHz).
+    n_fft : int
+        Analysis window in samples (2048 = 46 ms at 44.1 kHz); at least ``hop``.
+
+    Attributes
+    ----------
+    features : dict
+        The current features (``engine.frame.Features``): the same dict object for the extractor's
+        whole life, updated in place by every :meth:`process_hop`. ``features["chroma"]`` is a
+        float32 [12] array, also updated in place.
+    hops : int
+        Number of hops processed so far.
+    """
+
+    def __init__(self, sr: int, hop: int = 512, n_fft: int = 2048):
+        if hop <= 0 or n_fft < hop:
+            raise ValueError(f"need 0 < hop <= n_fft, got hop={hop}, n_fft={n_fft}")
+        self.sr = int(sr)
+        self.hop = int(hop)
+        self.n_fft = int(n_fft)
+        self.hop_seconds = hop / float(sr)
+        self.hops = 0
+        hs = self.hop_seconds
+
+        self._frame = np.zeros(n_fft, dtype=np.float32)
+        self._windowed = np.zeros(n_fft, dtype=np.float32)
+        self._window = np.hanning(n_fft + 1)[:-1].astype(np.float32)  # periodic Hann
+        nb = n_fft // 2 + 1
+        self._spec = np.zeros(nb, dtype=np.complex64)
+        self._mag = np.zeros(nb, dtype=np.float32)
+        # One spare zero element at the end so that band edges may equal nb in reduceat.
+        self._power_pad = np.zeros(nb + 1, dtype=np.float32)
+        self._power = self._power_pad[:nb]
+        self._logmag = np.zeros(nb, dtype=np.float32)
+        self._prev_logmag = np.zeros(nb, dtype=np.float32)
+        self._rise_pad = np.zeros(nb + 1, dtype=np.float32)
+        self._rise = self._rise_pad[:nb]
+        self._mag_scale = np.float32(4.0 / n_fft)  # full-scale sine peak bin -> ~1.0
+        self._rms_len = max(hop, n_fft // 2)
+
+        freqs = np.fft.rfftfreq(n_fft, 1.0 / sr)
+        nyq = sr / 2.0
+        # Band edges in bins: [bass, mid, treb, above treb]; the bands are contiguous, so one
+        # np.add.reduceat sums all of them. 20 Hz .. Nyquist is the sum of all four segments.
+        edges = [int(np.searchsorted(freqs, min(f, nyq))) for f in (20.0, 250.0, 4000.0, 16000.0)]
+        edges[0] = max(edges[0], 1)
+        for i in range(1, 4):
+            edges[i] = min(max(edges[i], edges[i - 1] + 1), nb)
+        self._edges = np.array(edges, dtype=np.intp)
+        counts = np.diff(np.array(edges + [nb + 1]))  # the last segment includes the spare zero
+        counts[-1] -= 1
+        self._inv_counts = [1.0 / max(int(c), 1) for c in counts[:3]]
+        self._inv_full = 1.0 / max(nb - edges[0], 1)
+        self._full = (edges[0], nb)  # 20 Hz .. Nyquist
+        self._seg = np.zeros(4, dtype=np.float32)
+        f = freqs[self._full[0]:self._full[1]].astype(np.float32)
+        self._freqs = f
+        self._flat_tmp = np.zeros(f.size, dtype=np.float32)
+        self._log_fmin = math.log(20.0)
+        self._log_span = math.log(max(nyq, 40.0)) - self._log_fmin
+        self._chroma_matrix = chroma_matrix(sr, n_fft)
+        self._chroma_raw = np.zeros(12, dtype=np.float32)
+
+        # Per-band state in plain Python floats (index 0..2 = bass, mid, treb).
+        self._k_base = _coef(BASELINE_TIME, hs)
+        self._base = [0.0, 0.0, 0.0]   # EMA of band energy, bias-corrected by _base_weight
+        self._base_weight = 0.0
+        self._base_floor = 1e-9       # a band energy below this counts as silence (~ -90 dB)
+        self._att = [0.0, 0.0, 0.0]
+        self._k_att_up = _coef(ATT_ATTACK, hs)
+        self._k_att_down = _coef(ATT_RELEASE, hs)
+        self._gains = [_AutoGain(hs) for _ in range(4)]  # level, bass, mid, treb
+
+        # Flux (index 0..3 = overall, low, mid, high), its normaliser and the onset state.
+        self._flux_max = [0.0] * 4
+        self._flux_decay = math.exp(-hs / FLUX_MAX_RELEASE)
+        self._hist_len = max(2, int(round(FLUX_HISTORY / hs)))
+        self._hist = [[0.0] * self._hist_len for _ in range(4)]
+        self._hist_sum = [0.0] * 4
+        self._hist_pos = 0
+        self._above = [False] * 4
+        self._refractory = max(1, int(round(ONSET_REFRACTORY / hs)))
+        self._since_onset = [1 << 30] * 4
+
+        self.features: Features = {name: 0.0 for name in SCALAR_FEATURES}
+        self.features["chroma"] = np.zeros(12, dtype=np.float32)
+        self.features["loudness"] = -100.0
+
+    def reset(self) -> None:
+        """Forget all history, as if freshly constructed (``features`` stays the same object)."""
+        chroma = self.features["chroma"]
+        features = self.features
+        self.__init__(self.sr, self.hop, self.n_fft)
+        chroma[:] = 0.0
+        features.clear()
+        features.update(self.features)
+        features["chroma"] = chroma
+        self.features = features
+
+    def process_hop(self, hop: np.ndarray) -> Features:
+        """Analyse one more hop and return the updated :attr:`features`.
+
+        Parameters
+        ----------
+        hop : numpy.ndarray
+            Exactly ``self.hop`` mono samples, nominally in -1..1.
+
+        Returns
+        -------
+        dict
+            ``self.features``, the same object on every call.
+        """
+        if hop.shape != (self.hop,):
+            raise ValueError(f"process_hop needs {self.hop} mono samples, got shape {hop.shape}")
+        frame = self._frame
+        frame[:-self.hop] = frame[self.hop:]
+        frame[-self.hop:] = hop
+        if not math.isfinite(float(frame[-self.hop:].sum())):
+            np.nan_to_num(frame, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        self.hops += 1
+        feats = self.features
+
+        # --- level ---
+        tail = frame[-self._rms_len:]
+        rms = math.sqrt(float(np.dot(tail, tail)) / self._rms_len)
+        loudness = 20.0 * math.log10(rms) if rms > 1e-5 else -100.0
+        loudness = min(0.0, max(-100.0, loudness))
+        feats["rms"] = rms
+        feats["loudness"] = loudness
+
+        # --- spectrum ---
+        np.multiply(frame, self._window, out=self._windowed)
+        np.fft.rfft(self._windowed, out=self._spec)
+        np.abs(self._spec, out=self._mag)
+        self._mag *= self._mag_scale
+        np.multiply(self._mag, self._mag, out=self._power)
+        power, mag = self._power, self._mag
+
+        # --- bands: ratio to baseline, attack/release, auto-gained level ---
+        np.add.reduceat(self._power_pad, self._edges, out=self._seg)
+        energy = self._seg.tolist()
+        self._base_weight += self._k_base * (1.0 - self._base_weight)
+        inv_weight = 1.0 / self._base_weight
+        feats["level"] = self._gains[0].update(loudness)
+        for i, name in enumerate(("bass", "mid", "treb")):
+            e = energy[i]
+            base = self._base[i] + (e - self._base[i]) * self._k_base
+            self._base[i] = base
+            base *= inv_weight
+            ratio = e / base if base > self._base_floor else e / self._base_floor
+            if ratio > 10.0:
+                ratio = 10.0
+            att = self._att[i]
+            att += (ratio - att) * (self._k_att_up if ratio > att else self._k_att_down)
+            self._att[i] = att
+            feats[name] = ratio
+            feats[name + "_att"] = att
+            db = 10.0 * math.log10(e) if e > 1e-10 else -100.0
+            feats[name + "_level"] = self._gains[i + 1].update(db)
+
+        # --- flux and onsets ---
+        np.multiply(mag, LOG_GAMMA, out=self._logmag)
+        np.log1p(self._logmag, out=self._logmag)
+        np.subtract(self._logmag, self._prev_logmag, out=self._rise)
+        np.maximum(self._rise, 0.0, out=self._rise)
+        self._prev_logmag, self._logmag = self._logmag, self._prev_logmag
+        np.add.reduceat(self._rise_pad, self._edges, out=self._seg)
+        seg = self._seg.tolist()
+        inv = self._inv_counts
+        raw = (sum(seg) * self._inv_full, seg[0] * inv[0], seg[1] * inv[1], seg[2] * inv[2])
+        if self.hops == 1:
+            raw = (0.0, 0.0, 0.0, 0.0)  # the first hop's "rise" is from nothing
+        p = self._hist_pos
+        for i, name in enumerate(_FLUX_NAMES):
+            r = raw[i]
+            fmax = self._flux_max[i] * self._flux_decay
+            if r > fmax:
+                fmax = r
+            self._flux_max[i] = fmax
+            feats[name] = r / (fmax if fmax > FLUX_FLOOR else FLUX_FLOOR)
+            threshold = max(self._hist_sum[i] / self._hist_len * ONSET_MULTIPLIER,
+                            fmax * ONSET_RELATIVE, ONSET_ABSOLUTE)
+            above = r > threshold
+            since = self._since_onset[i] + 1
+            onset = above and not self._above[i] and since >= self._refractory
+            self._since_onset[i] = 0 if onset else since
+            self._above[i] = above
+            feats[_ONSET_NAMES[i]] = 1.0 if onset else 0.0
+            hist = self._hist[i]
+            self._hist_sum[i] += r - hist[p]
+            hist[p] = r
+        self._hist_pos = (p + 1) % self._hist_len
+
+        # --- spectral shape ---
+        a0, b0 = self._full
+        m = mag[a0:b0]
+        msum = float(m.sum())
+        if msum > 1e-7:
+            c_hz = float(np.dot(m, self._freqs)) / msum
+            c = (math.log(max(c_hz, 20.0)) - self._log_fmin) / self._log_span
+            feats["centroid"] = min(1.0, max(0.0, c))
+            p_band = power[a0:b0]
+            am = float(p_band.sum()) * self._inv_full
+            np.add(p_band, 1e-20, out=self._flat_tmp)
+            np.log(self._flat_tmp, out=self._flat_tmp)
+            gm = math.exp(float(self._flat_tmp.sum()) * self._inv_full)
+            feats["flatness"] = min(1.0, gm / am) if am > 1e-14 else 0.0
+        else:
+            feats["centroid"] = 0.0
+            feats["flatness"] = 0.0
+
+        chroma = feats["chroma"]
+        np.dot(self._chroma_matrix, mag, out=self._chroma_raw)
+        cmax = float(self._chroma_raw.max())
+        if cmax > 1e-6:
+            np.multiply(self._chroma_raw, 1.0 / cmax, out=chroma)
+        else:
+            chroma[:] = 0.0
+        return feats
