@@ -1,0 +1,287 @@
+"""The ``lj`` command.
+
+::
+
+    lj demo                      the built-in demo: a window with sound, or a video file when headless
+    lj run [--audio FILE | --input DEVICE] [--mapping FILE] ...   the live loop
+    lj render SONG -o OUT.mp4    offline, as fast as the machine can, audio muxed in
+    lj devices                   list sound devices
+    lj check MAPPING             validate a mapping file
+
+Every problem a user can fix ends as one line on stderr (``lj: error: ...``) and exit status 2;
+``--debug`` shows the traceback of anything unexpected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from engine import __version__
+from engine.errors import LJError
+
+log = logging.getLogger("lj")
+
+EXIT_ERROR = 2
+
+
+def _size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be a whole number of pixels, not '{text}'")
+    if not 16 <= value <= 4096:
+        raise argparse.ArgumentTypeError(f"size must be between 16 and 4096, not {value}")
+    return value
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, e.g. 127.0.0.1:9001, not '{text}'")
+    return host, int(port)
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"expected a UDP port number, not '{text}'")
+    return int(text)
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, not '{text}'")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, not '{text}'")
+    return value
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mapping", "-m", help="mapping file (default: mappings/default.toml)")
+    p.add_argument("--generator", "-g", help="generator (default: the mapping's, else builtin:cppn)")
+    p.add_argument("--size", type=_size, default=512, help="generator and output size in pixels (default 512)")
+
+
+def _add_live(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fullscreen", action="store_true", help="start borderless fullscreen")
+    p.add_argument("--monitor", type=int, help="monitor number for fullscreen (0 = primary)")
+    p.add_argument("--no-vsync", action="store_true", help="do not wait for the display's refresh")
+    p.add_argument("--headless", action="store_true", help="no window: render offscreen (EGL)")
+    p.add_argument("--osc-port", type=_port, default=9000, help="OSC in port (default 9000, 0 = any free)")
+    p.add_argument("--osc-listen", default="127.0.0.1", metavar="HOST",
+                   help="address OSC listens on (default 127.0.0.1; 0.0.0.0 for the LAN)")
+    p.add_argument("--no-osc", action="store_true", help="do not listen for OSC")
+    p.add_argument("--osc-out", type=_host_port, metavar="HOST:PORT",
+                   help="send the features as OSC to HOST:PORT at frame rate")
+    p.add_argument("--frames", type=int, help="stop after this many frames")
+    p.add_argument("--seconds", type=_positive, help="stop after this many seconds")
+    p.add_argument("--overlay", action="store_true", help="start with the h overlay shown")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lj", description="Latent Jockey: real-time, audio-reactive visuals.")
+    parser.add_argument("--version", action="version", version=f"lj {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="play the built-in demo (a video file when there is no display)")
+    p.add_argument("--output", "-o", default="lj-demo.mp4",
+                   help="where the headless demo video goes (default lj-demo.mp4)")
+    p.add_argument("--duration", type=_positive, default=30.0, help="seconds of demo music (default 30)")
+    p.add_argument("--fps", type=int, default=30, help="frames per second of the headless video")
+    p.add_argument("--render", action="store_true", help="render to a file even with a display")
+    _add_common(p)
+    _add_live(p)
+
+    p = sub.add_parser("run", help="the live loop")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--input", "-i", metavar="DEVICE", help="sound card input: index or name (see lj devices)")
+    src.add_argument("--audio", "-a", metavar="FILE", help="play FILE out loud and follow it")
+    p.add_argument("--channels", help="input channels to mix, e.g. 3,4 (default: all)")
+    p.add_argument("--loop", action="store_true", help="loop the --audio file")
+    _add_common(p)
+    _add_live(p)
+
+    p = sub.add_parser("render", help="render a song to a video file, offline")
+    p.add_argument("song", help="audio file (wav, flac, ogg, mp3)")
+    p.add_argument("--output", "-o", required=True, help="video file to write (.mp4, .mkv, .mov)")
+    p.add_argument("--fps", type=int, default=30, help="frames per second (default 30)")
+    p.add_argument("--render-scale", type=_positive, default=1.0,
+                   help="generate at this fraction of --size and upscale on the GPU (default 1)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    _add_common(p)
+
+    sub.add_parser("devices", help="list sound devices")
+
+    p = sub.add_parser("check", help="validate a mapping file")
+    p.add_argument("mapping", help="mapping file")
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------
+
+class Progress:
+    """A one-line progress bar on stderr (only when stderr is a terminal, unless forced)."""
+
+    def __init__(self, total_label: str, enabled: bool):
+        self.label = total_label
+        self.enabled = enabled
+        self.started = time.perf_counter()
+        self._last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if done < total and now - self._last < 0.2:
+            return
+        self._last = now
+        elapsed = now - self.started
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = (total - done) / rate if rate > 0 else 0.0
+        width = 30
+        fill = int(width * done / max(1, total))
+        sys.stderr.write(f"\r{self.label} [{'#' * fill}{'.' * (width - fill)}] {done}/{total} frames "
+                         f"{rate:5.1f} fps  eta {eta:4.0f} s ")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def _live_options(args) -> "LiveOptions":
+    from engine.live import LiveOptions
+
+    return LiveOptions(
+        mapping=args.mapping, generator=args.generator, size=args.size,
+        fullscreen=args.fullscreen, monitor=args.monitor, vsync=not args.no_vsync,
+        headless=args.headless, osc_host=args.osc_listen,
+        osc_port=None if args.no_osc else args.osc_port, osc_out=args.osc_out,
+        max_frames=args.frames, max_seconds=args.seconds, overlay=args.overlay)
+
+
+def _run_live(source, args) -> int:
+    from engine.live import StopFlag, install_signal_handlers, run_live
+
+    stop = StopFlag()
+    install_signal_handlers(stop)
+    stats = run_live(source, _live_options(args), stop)
+    if stats.frame_times:
+        fps = len(stats.frame_times) / sum(stats.frame_times)
+        print(f"lj: {stats.frames} frames, {fps:.1f} fps average")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from engine.audio.demo import demo_song
+
+    samples, sr, _bpm = demo_song(seconds=args.duration)
+    from engine.render.context import has_display
+
+    if args.headless or args.render or not has_display():
+        from engine.offline import render_song
+
+        out = Path(args.output)
+        print(f"lj: no display, rendering the demo to {out} ({args.duration:g} s of music)"
+              if not (args.render or args.headless) else f"lj: rendering the demo to {out}")
+        summary = render_song(samples, sr, out, mapping_path=args.mapping, generator=args.generator,
+                              size=args.size, fps=args.fps,
+                              progress=Progress("demo", sys.stderr.isatty()))
+        print(f"lj: wrote {out.resolve()} ({summary['frames']} frames, "
+              f"{summary['seconds']:.1f} s, rendered in {summary['wall']:.1f} s)")
+        return 0
+    from engine.audio.sources import FilePlayer
+
+    return _run_live(FilePlayer(samples, sr), args)
+
+
+def cmd_run(args) -> int:
+    from engine.audio import sources
+
+    if args.audio:
+        samples, sr = sources.load_audio(args.audio)
+        source = sources.FilePlayer(samples, sr, loop=args.loop)
+    else:
+        channels = None
+        if args.channels:
+            try:
+                channels = [int(c) for c in args.channels.split(",")]
+            except ValueError:
+                raise LJError(f"--channels expects numbers like 3,4, not '{args.channels}'")
+        device = args.input
+        if device is not None and device.isdigit():
+            device = int(device)
+        source = sources.LiveInput(device=device, channels=channels)
+    return _run_live(source, args)
+
+
+def cmd_render(args) -> int:
+    from engine.audio.sources import load_audio
+    from engine.offline import render_song
+
+    samples, sr = load_audio(args.song)
+    out = Path(args.output)
+    summary = render_song(samples, sr, out, mapping_path=args.mapping, generator=args.generator,
+                          size=args.size, fps=args.fps, render_scale=args.render_scale,
+                          progress=Progress("render", not args.quiet and sys.stderr.isatty()))
+    ratio = summary["wall"] / summary["seconds"] if summary["seconds"] else 0.0
+    print(f"lj: wrote {out} ({summary['frames']} frames, {summary['seconds']:.1f} s of audio, "
+          f"{summary['wall']:.1f} s to render, {ratio:.2f}x the song's length)")
+    return 0
+
+
+def cmd_devices(args) -> int:
+    from engine.audio.sources import list_devices
+
+    print(list_devices())
+    return 0
+
+
+def cmd_check(args) -> int:
+    from engine.generators.runner import load_generator
+    from engine.mapping import compile_mapping, load_mapping
+    from engine.paths import SHADER_DIR
+    from engine.session import HOP, chain_inputs, check_uniform_targets
+
+    spec = load_mapping(Path(args.mapping))
+    generator = load_generator(getattr(spec, "generator", None) or "builtin:cppn", (64, 64))
+    mapping = compile_mapping(spec, generator.latent_space(), 44100, HOP)
+    check_uniform_targets(mapping, chain_inputs(mapping.shader_chain, SHADER_DIR))
+    print(f"{args.mapping}: ok ({mapping.name or 'unnamed'}; {len(mapping.uniform_targets)} shader "
+          f"targets, chain: {', '.join(mapping.shader_chain) or 'none'})")
+    return 0
+
+
+COMMANDS = {"demo": cmd_demo, "run": cmd_run, "render": cmd_render, "devices": cmd_devices,
+            "check": cmd_check}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+                        format="lj: %(levelname)s: %(message)s")
+    if args.command is None:
+        parser.print_help()
+        return EXIT_ERROR
+    try:
+        return COMMANDS[args.command](args)
+    except LJError as exc:
+        print(f"lj: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("lj: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: still one line, unless asked for the traceback
+        if args.debug or os.environ.get("LJ_DEBUG"):
+            raise
+        msg = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"lj: error: unexpected {type(exc).__name__}: {msg} (run with --debug for details)",
+              file=sys.stderr)
+        return EXIT_ERROR

@@ -1,0 +1,203 @@
+"""The live loop: an audio source in, a window (or an offscreen target) out, OSC around it.
+
+One iteration, on the main thread (GLFW and the GL context live here)::
+
+    keys -> controls snapshot -> mapping reloads -> audio position -> features + step_hop (per hop)
+      -> frame(t) -> submit frame N to the generator -> draw frame N-1 -> overlay -> swap
+      -> OSC feature bundle out -> wait for frame N
+
+Nothing in here blocks on input: OSC arrives on its own thread into ``Controls``, mapping files are
+compiled on a loader thread and swapped in between frames, the audio callback only fills a ring.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.control import Controls, OscSender, OscServer
+from engine.paths import find_mapping
+from engine.session import FrameStats, Session
+
+log = logging.getLogger("lj.live")
+
+OVERLAY_FEATURES = ("level", "bass", "mid", "treb", "bass_att", "flux", "onset_low", "centroid")
+
+
+@dataclass
+class LiveOptions:
+    """What ``lj run`` was asked for."""
+
+    mapping: str | None = None
+    generator: str | None = None
+    size: int = 512
+    window_size: int | None = None
+    fullscreen: bool = False
+    monitor: int | None = None
+    vsync: bool = True
+    headless: bool = False
+    osc_host: str = "127.0.0.1"
+    osc_port: int | None = 9000
+    osc_out: tuple[str, int] | None = None
+    max_frames: int | None = None
+    max_seconds: float | None = None
+    watch: bool = True
+    overlay: bool = False
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT handlers or a test; checked once per frame."""
+
+    def __init__(self):
+        self.event = threading.Event()
+
+    def __call__(self, *_):
+        self.event.set()
+
+    @property
+    def set(self) -> bool:
+        return self.event.is_set()
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
+def overlay_lines(stats: FrameStats, session: Session, gen_ms: float) -> list[str]:
+    """The text of the ``h`` overlay."""
+    fps = stats.fps()
+    frame_ms = 1000.0 / fps if fps else 0.0
+    feats = session.analysis.features
+    lines = [f"{fps:5.1f} fps   frame {frame_ms:5.1f} ms   generator {gen_ms:5.1f} ms",
+             f"mapping: {getattr(session.mapping, 'name', '') or session.mapping_path.name}"]
+    row = []
+    for name in OVERLAY_FEATURES:
+        row.append(f"{name} {float(feats.get(name, 0.0)):5.2f}")
+        if len(row) == 4:
+            lines.append("  ".join(row))
+            row = []
+    if row:
+        lines.append("  ".join(row))
+    if session.last_error:
+        lines.append("! " + session.last_error[:110])
+    return lines
+
+
+def run_live(source, opts: LiveOptions, stop: StopFlag | None = None) -> FrameStats:
+    """Run until the window closes, the source ends, ``stop`` is set or a limit is reached.
+
+    ``source`` is a started-or-not audio source with ``.ring``, ``.position``, ``.sample_rate``,
+    ``.start()``, ``.stop()`` and optionally ``.finished``.
+    """
+    from engine.render.context import Window, headless_context
+
+    stop = stop or StopFlag()
+    controls = Controls()
+    server = None
+    if opts.osc_port is not None:
+        server = OscServer(controls, host=opts.osc_host, port=opts.osc_port)
+        server.start()  # a busy port fails here, before anything opens
+    sender = OscSender(*opts.osc_out) if opts.osc_out else None
+    mapping_path = find_mapping(opts.mapping) if opts.mapping else None
+    session = Session(source.sample_rate, mapping_path, opts.generator, (opts.size, opts.size))
+    window = ctx = overlay = None
+    stats = FrameStats()
+    try:
+        if opts.headless:
+            ctx = headless_context()
+        else:
+            side = opts.window_size or opts.size
+            window = Window((side, side), title="Latent Jockey", fullscreen=opts.fullscreen,
+                            monitor=opts.monitor, vsync=opts.vsync)
+            ctx = window.ctx
+        session.attach_renderer(ctx, (opts.size, opts.size))
+        if window is not None:
+            from engine.render.overlay import Overlay
+
+            overlay = Overlay(ctx)
+        show_overlay = opts.overlay
+        watched = session.mapping_path
+        watched_mtime = _mtime(watched)
+        source.start()
+        started = time.perf_counter()
+        prev = None
+        frame_no = 0
+        while not stop.set:
+            t0 = time.perf_counter()
+            if window is not None:
+                for key in window.poll():
+                    if key in ("escape", "q"):
+                        stop()
+                    elif key == "f":
+                        window.toggle_fullscreen()
+                    elif key == "h":
+                        show_overlay = not show_overlay
+                if window.should_close:
+                    break
+            snap = controls.snapshot()
+            if snap.mapping:
+                session.request_reload(find_mapping(snap.mapping))
+            if opts.watch and frame_no % 20 == 0:
+                if watched != session.mapping_path:
+                    watched, watched_mtime = session.mapping_path, _mtime(session.mapping_path)
+                mtime = _mtime(watched)
+                if mtime != watched_mtime:
+                    watched_mtime = mtime
+                    session.request_reload(watched)
+            session.apply_reload()
+
+            params = session.params_at(source.ring, source.position, snap.params)
+            session.runner.submit(params)
+            if prev is not None:
+                session.draw(*prev)
+                if window is not None:
+                    fb_w, fb_h = window.framebuffer_size
+                    session.renderer.present(ctx.screen, (fb_w, fb_h))
+                    if show_overlay and overlay is not None:
+                        if frame_no % 15 == 0:
+                            overlay.set_lines(overlay_lines(stats, session, session.runner.last_gen_s * 1e3))
+                        overlay.draw((fb_w, fb_h))
+                    window.swap()
+            if sender is not None:
+                sender.send_features(session.analysis.features, params.t)
+            prev = (session.runner.result(), params)
+            frame_no += 1
+            stats.add(time.perf_counter() - t0)
+            stats.gen_times.append(session.runner.last_gen_s)
+            if getattr(source, "finished", False):
+                break
+            if opts.max_frames is not None and frame_no >= opts.max_frames:
+                break
+            if opts.max_seconds is not None and time.perf_counter() - started >= opts.max_seconds:
+                break
+    finally:
+        source.stop()
+        if server is not None:
+            server.stop()
+        if sender is not None:
+            sender.close()
+        session.close()
+        if window is not None:
+            window.close()
+        elif ctx is not None:
+            ctx.release()
+    stats.session = session
+    stats.controls = controls
+    return stats
+
+
+def install_signal_handlers(stop: StopFlag) -> None:
+    """SIGTERM and SIGINT end the loop cleanly (finalising whatever is open)."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            signal.signal(sig, stop)
+        except (ValueError, OSError):  # not the main thread
+            pass

@@ -1,0 +1,257 @@
+"""Wires the stages together and owns the frame loops.
+
+Both loops go through :meth:`Session.params_at`: the audio up to a sample position becomes
+features (hop by hop), the mapping's per-hop state advances with them, and the mapping turns its
+state into a :class:`~engine.frame.FrameParams` for that position. The offline loop
+(:func:`render_song`) asks for positions ``i * sr // fps`` as fast as it can; the live loop
+(:func:`run_live`) asks for whatever position playback or capture has reached. The same song and
+mapping therefore give the same frames either way.
+
+Both loops are pipelined: the generator works on frame N (on its own thread) while frame N-1 goes
+through the shader chain and out.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from engine.audio.features import FeatureExtractor
+from engine.errors import LJError, MappingError
+from engine.frame import FrameParams
+from engine.generators.runner import GeneratorRunner, load_generator
+from engine.mapping import compile_mapping, load_mapping
+from engine.paths import DEFAULT_MAPPING, SHADER_DIR
+
+log = logging.getLogger("lj.session")
+
+HOP = 512
+N_FFT = 2048
+
+
+class ArrayReader:
+    """Reads hops out of an in-memory mono signal, with the interface of ``RingBuffer.read``.
+
+    Samples past the end read as silence, so a render can run on after the song ends.
+    """
+
+    def __init__(self, mono: np.ndarray):
+        self.mono = np.ascontiguousarray(mono, dtype=np.float32)
+
+    def read(self, start: int, out: np.ndarray) -> bool:
+        n = len(self.mono)
+        end = start + len(out)
+        if end <= n:
+            out[:] = self.mono[start:end]
+        else:
+            avail = max(0, n - start)
+            out[:avail] = self.mono[start:start + avail]
+            out[avail:] = 0.0
+        return True
+
+
+def to_mono(samples: np.ndarray) -> np.ndarray:
+    """``[n, ch]`` or ``[n]`` float -> ``[n]`` float32 (mean of the channels)."""
+    samples = np.asarray(samples, dtype=np.float32)
+    return samples.mean(axis=1) if samples.ndim == 2 else samples
+
+
+class Analysis:
+    """Brings features and the mapping's per-hop state up to an audio position.
+
+    ``advance`` processes every complete hop that ends at or before ``pos``; the features of a
+    hop are passed straight to ``mapping.step_hop``. If a live reader has already overwritten the
+    hops we have not processed (the loop stalled for longer than the ring holds), the missing hops
+    are skipped and counted in ``dropped_hops``.
+    """
+
+    def __init__(self, sr: int, hop: int = HOP, n_fft: int = N_FFT):
+        self.sr, self.hop = sr, hop
+        self.extractor = FeatureExtractor(sr, hop=hop, n_fft=n_fft)
+        self.hops = 0
+        self.dropped_hops = 0
+        self._block = np.zeros(hop, np.float32)
+
+    @property
+    def features(self) -> dict:
+        return self.extractor.features
+
+    def advance(self, reader, pos: int, mapping, controls: dict) -> None:
+        target = pos // self.hop
+        while self.hops < target:
+            if not reader.read(self.hops * self.hop, self._block):
+                # Too old: jump to the most recent hops still in the reader.
+                skip_to = max(self.hops + 1, target - 8)
+                self.dropped_hops += skip_to - self.hops
+                self.hops = skip_to
+                continue
+            features = self.extractor.process_hop(self._block)
+            mapping.step_hop(features, controls)
+            self.hops += 1
+
+
+def compile_file(path: str | Path | None, space, sr: int, hop: int = HOP):
+    """Load and compile a mapping file (the default mapping when ``path`` is None)."""
+    spec = load_mapping(Path(path) if path else DEFAULT_MAPPING)
+    return compile_mapping(spec, space, sr, hop)
+
+
+def check_uniform_targets(mapping, inputs: dict) -> None:
+    """Every ``shader.<effect>.<input>`` target must name an input of the loaded chain."""
+    for target, line in mapping.uniform_targets.items():
+        name = target.removeprefix("shader.")
+        if name not in inputs:
+            known = ", ".join(sorted(inputs)) or "none"
+            raise MappingError(f"unknown shader input '{target}' (the chain has: {known})",
+                               getattr(mapping, "path", None), line)
+
+
+def chain_inputs(chain: list[str], shader_dir: Path) -> dict[str, tuple]:
+    """The ``"<effect>.<input>"`` names a shader chain offers, read from the ISF headers (no GL)."""
+    from engine.render.isf import load_isf
+
+    inputs = {}
+    for name in chain:
+        shader = load_isf(Path(shader_dir) / f"{name}.fs")
+        for inp in shader.inputs:
+            if inp.glsl_type != "sampler2D":
+                inputs[f"{name}.{inp.name}"] = (inp.default, inp.min, inp.max)
+    return inputs
+
+
+@dataclass
+class FrameStats:
+    """Frame timing for the overlay and the benchmarks (seconds)."""
+
+    frame_times: list = field(default_factory=list)
+    gen_times: list = field(default_factory=list)
+    frames: int = 0
+
+    def add(self, frame_s: float) -> None:
+        self.frames += 1
+        self.frame_times.append(frame_s)
+        if len(self.frame_times) > 100_000:
+            del self.frame_times[:50_000]
+
+    def fps(self, last: int = 60) -> float:
+        recent = self.frame_times[-last:]
+        return len(recent) / sum(recent) if recent and sum(recent) > 0 else 0.0
+
+
+class Session:
+    """The engine's stages for one audio stream: analysis, mapping, generator, renderer.
+
+    Parameters
+    ----------
+    sr:
+        Sample rate of the audio that will be analysed.
+    mapping_path:
+        A mapping file, or None for the default mapping.
+    generator:
+        Overrides the mapping's ``generator`` when given.
+    size:
+        Generator resolution ``(h, w)``.
+    """
+
+    def __init__(self, sr: int, mapping_path: str | Path | None = None,
+                 generator: str | None = None, size: tuple[int, int] = (512, 512),
+                 device: str | None = None, threaded: bool = True):
+        self.sr = sr
+        self.size = size
+        self.mapping_path = Path(mapping_path) if mapping_path else DEFAULT_MAPPING
+        # The generator decides the latent space, so it is built first; the mapping may name one.
+        spec = load_mapping(self.mapping_path)
+        gen_name = generator or getattr(spec, "generator", None) or "builtin:cppn"
+        self.generator = load_generator(gen_name, size)
+        self.space = self.generator.latent_space()
+        self.mapping = compile_mapping(spec, self.space, sr, HOP)
+        self.analysis = Analysis(sr)
+        self.runner = GeneratorRunner(self.generator, device=device, threaded=threaded)
+        self.renderer = None
+        self._pending_mapping = None
+        self._loader: threading.Thread | None = None
+        self.last_error: str | None = None
+
+    # -- the per-position core -----------------------------------------------------------------
+    def params_at(self, reader, pos: int, controls: dict | None = None) -> FrameParams:
+        """Features and mapping state up to sample ``pos``, then that frame's parameters."""
+        self.analysis.advance(reader, pos, self.mapping, controls or {})
+        return self.mapping.frame(pos / self.sr)
+
+    # -- rendering ------------------------------------------------------------------------------
+    def attach_renderer(self, ctx, output_size: tuple[int, int]):
+        """Create the shader chain on ``ctx`` (output size ``(w, h)``) and check the mapping against it."""
+        from engine.render.pipeline import Renderer
+
+        h, w = self.size
+        self.renderer = Renderer(ctx, (w, h), output_size, self.mapping.shader_chain, SHADER_DIR)
+        for err in self.renderer.errors:
+            log.error("%s", err)
+        check_uniform_targets(self.mapping, self.renderer.inputs)
+        return self.renderer
+
+    def draw(self, image: np.ndarray, params: FrameParams) -> None:
+        self.renderer.render(image, params.uniforms, params.t, audio_uniforms(self.analysis.features))
+
+    # -- live reloads ---------------------------------------------------------------------------
+    def request_reload(self, path: str | Path | None = None) -> None:
+        """Compile a mapping file off the frame loop; :meth:`apply_reload` swaps it in later."""
+        path = Path(path) if path else self.mapping_path
+        if self._loader is not None and self._loader.is_alive():
+            return
+
+        def work():
+            try:
+                self._pending_mapping = (path, compile_file(path, self.space, self.sr))
+            except LJError as exc:
+                self._pending_mapping = (path, exc)
+            except Exception as exc:  # never let a bad file reach the frame loop as a crash
+                self._pending_mapping = (path, MappingError(f"cannot load mapping: {exc}", path))
+
+        self._loader = threading.Thread(target=work, name="lj-mapping-loader", daemon=True)
+        self._loader.start()
+
+    def apply_reload(self) -> bool:
+        """Between frames: swap in a freshly compiled mapping, or report why not. True if swapped."""
+        pending, self._pending_mapping = self._pending_mapping, None
+        if pending is None:
+            return False
+        path, result = pending
+        if isinstance(result, Exception):
+            self.last_error = str(result)
+            log.error("mapping not loaded, keeping the last good one: %s", result)
+            return False
+        if self.renderer is not None:
+            old_chain = list(self.mapping.shader_chain)
+            if result.shader_chain != old_chain:
+                self.renderer.set_chain(result.shader_chain)
+            try:
+                check_uniform_targets(result, self.renderer.inputs)
+            except MappingError as exc:
+                if result.shader_chain != old_chain:
+                    self.renderer.set_chain(old_chain)
+                self.last_error = str(exc)
+                log.error("mapping not loaded, keeping the last good one: %s", exc)
+                return False
+        result.restore(self.mapping.state())
+        self.mapping = result
+        self.mapping_path = path
+        self.last_error = None
+        log.info("mapping loaded: %s", path)
+        return True
+
+    def close(self) -> None:
+        self.runner.close()
+
+
+AUDIO_UNIFORMS = ("bass", "mid", "treb", "bass_att", "mid_att", "treb_att", "level", "flux", "onset")
+
+
+def audio_uniforms(features: dict) -> dict[str, float]:
+    """The scalar features every shader may read as ``lj_<name>`` uniforms."""
+    return {k: float(features.get(k, 0.0)) for k in AUDIO_UNIFORMS}

@@ -1,0 +1,148 @@
+"""The wiring: live and offline agree, reloads keep the show going, shader targets are checked."""
+
+import time
+
+import numpy as np
+import pytest
+
+from engine.audio.demo import demo_song
+from engine.audio.ring import RingBuffer
+from engine.errors import MappingError
+from engine.session import ArrayReader, Session, check_uniform_targets, chain_inputs, to_mono
+from engine.paths import DEFAULT_MAPPING, SHADER_DIR
+
+SIZE = (32, 32)
+
+
+@pytest.fixture(scope="module")
+def song():
+    samples, sr, _ = demo_song(seconds=6.0)
+    return samples, sr
+
+
+def test_live_and_offline_compute_identical_frames(song):
+    """A ring fed in irregular blocks (as a sound card does) gives the frames an array gives."""
+    samples, sr = song
+    mono = to_mono(samples)
+    offline = Session(sr, size=SIZE, threaded=False)
+    live = Session(sr, size=SIZE, threaded=False)
+    ring = RingBuffer(sr * 2)
+    rng = np.random.default_rng(1)
+    written = 0
+    positions = []
+    try:
+        while written < len(mono):
+            block = int(rng.integers(64, 2000))
+            ring.write(mono[written:written + block])
+            written = min(len(mono), written + block)
+            positions.append(written)
+        # replay: the live session sees each position as the ring reached it
+        ring2 = RingBuffer(sr * 2)
+        written = 0
+        checked = 0
+        for pos in positions:
+            ring2.write(mono[written:pos])
+            written = pos
+            a = live.params_at(ring2, pos)
+            b = offline.params_at(ArrayReader(mono), pos)
+            assert a.t == b.t
+            np.testing.assert_array_equal(a.w_plus, b.w_plus)
+            assert a.truncation == b.truncation and a.noise == b.noise
+            assert a.uniforms == b.uniforms
+            checked += 1
+        assert checked > 50
+        assert live.analysis.dropped_hops == 0
+    finally:
+        live.close()
+        offline.close()
+
+
+def test_the_default_mapping_is_music_driven(song):
+    """Kicks push, the walk drifts: frames differ in time, and silence differs from music."""
+    samples, sr = song
+    mono = to_mono(samples)
+    music = Session(sr, size=SIZE, threaded=False)
+    quiet = Session(sr, size=SIZE, threaded=False)
+    silence = ArrayReader(np.zeros_like(mono))
+    try:
+        pos = [int(sr * t) for t in np.arange(0.5, 6.0, 0.25)]
+        m = [music.params_at(ArrayReader(mono), p) for p in pos]
+        q = [quiet.params_at(silence, p) for p in pos]
+        assert np.abs(m[-1].w_plus - m[0].w_plus).mean() > 0.05, "the walk drifts"
+        diffs = [np.abs(a.w_plus - b.w_plus).mean() for a, b in zip(m, q)]
+        assert max(diffs) > 0.05, "music moves the latent away from what silence gives"
+        amounts = {round(p.uniforms["feedback.amount"], 4) for p in m}
+        assert len(amounts) > 3, "the feedback amount follows the music"
+    finally:
+        music.close()
+        quiet.close()
+
+
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
+GOOD = """
+[meta]
+name = "{name}"
+[latent]
+keyframes = {{ seeds = [1, 2, 3] }}
+walk = {{ seconds_per_key = 2.0 }}
+[shaders]
+chain = ["feedback"]
+[[route]]
+from = "level"
+to = "shader.feedback.amount"
+"""
+
+
+def wait_reload(session, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if session._pending_mapping is not None:
+            return session.apply_reload()
+        time.sleep(0.01)
+    raise AssertionError("the loader never finished")
+
+
+def test_reload_swaps_good_files_and_keeps_the_last_good_one(tmp_path, song):
+    samples, sr = song
+    path = write(tmp_path / "m.toml", GOOD.format(name="one"))
+    s = Session(sr, path, size=SIZE, threaded=False)
+    reader = ArrayReader(to_mono(samples))
+    try:
+        s.params_at(reader, sr * 3)
+        position = s.mapping.state()
+        write(path, GOOD.format(name="two").replace("level", "levle"))
+        s.request_reload(path)
+        assert wait_reload(s) is False
+        assert s.mapping.name == "one"
+        assert "m.toml:10" in s.last_error and "levle" in s.last_error
+        write(path, GOOD.format(name="two"))
+        s.request_reload(path)
+        assert wait_reload(s) is True
+        assert s.mapping.name == "two" and s.last_error is None
+        assert s.mapping.state()["position"] == pytest.approx(position["position"])
+        s.request_reload(tmp_path / "gone.toml")
+        assert wait_reload(s) is False and "gone.toml" in s.last_error
+        assert s.mapping.name == "two"
+    finally:
+        s.close()
+
+
+def test_shader_targets_are_checked_against_the_chain(tmp_path):
+    path = write(tmp_path / "m.toml", GOOD.format(name="x").replace(
+        "shader.feedback.amount", "shader.feedback.amont"))
+    s = Session(44100, path, size=SIZE, threaded=False)
+    try:
+        with pytest.raises(MappingError) as err:
+            check_uniform_targets(s.mapping, chain_inputs(s.mapping.shader_chain, SHADER_DIR))
+        assert "m.toml:11" in str(err.value) and "feedback.amont" in str(err.value)
+    finally:
+        s.close()
+    default = Session(44100, DEFAULT_MAPPING, size=SIZE, threaded=False)
+    try:
+        check_uniform_targets(default.mapping, chain_inputs(default.mapping.shader_chain, SHADER_DIR))
+    finally:
+        default.close()
