@@ -10,8 +10,8 @@
     ]
 }*/
 
-// amount 1.0 moves red and blue by 3 % of the frame height each way.
-const float MAX_SHIFT = 0.03;
+// amount 1.0 moves red and blue by 4 % of the frame height each way.
+const float MAX_SHIFT = 0.04;
 const int TAPS = 7;
 
 void main() {

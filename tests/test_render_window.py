@@ -90,3 +90,26 @@ def test_keys_queue_and_fullscreen_toggle(xvfb_display):
         assert win.framebuffer_size == (160, 120)
     finally:
         win.close()
+
+
+def test_headless_and_window_contexts_in_one_process(xvfb_display):
+    from engine.render.context import headless_context
+    egl = headless_context()                 # EGL current on this thread...
+    win = Window((64, 48))                   # ...must not break GLX (libglvnd: one API at a time)
+    try:
+        win.ctx.screen.use()
+        win.ctx.clear(0.0, 1.0, 0.0, 1.0)
+        assert tuple(_screen(win)[10, 10]) == (0, 255, 0)
+        egl2 = headless_context()            # and back to EGL while the window is open
+        fb = egl2.simple_framebuffer((4, 4))
+        fb.use()
+        egl2.clear(0.0, 0.0, 1.0, 1.0)
+        assert fb.read(components=3)[:3] == b"\x00\x00\xff"
+        egl2.release()
+        win.make_current()
+        win.ctx.screen.use()
+        win.ctx.clear(1.0, 0.0, 0.0, 1.0)
+        assert tuple(_screen(win)[10, 10]) == (255, 0, 0)
+    finally:
+        win.close()
+        egl.release()

@@ -10,6 +10,7 @@ must come from the main thread.
 
 from __future__ import annotations
 
+import ctypes
 import os
 from collections import deque
 
@@ -23,8 +24,31 @@ __all__ = ["headless_context", "has_display", "key_name", "Window"]
 _open_windows = 0  # Windows alive; GLFW is terminated when this drops to 0.
 
 
+def _release_egl_thread() -> None:
+    """Drop this thread's current EGL context, if libEGL is loaded at all.
+
+    libglvnd lets a thread have a current context of one window-system API only: after an EGL
+    context was made current, glXMakeCurrent fails with X BadAccess (which kills the process).
+    """
+    try:
+        lib = ctypes.CDLL("libEGL.so.1", mode=os.RTLD_NOLOAD)
+    except OSError:
+        return  # EGL never loaded: nothing can be current
+    lib.eglReleaseThread()
+
+
+def _release_glx_thread() -> None:
+    """Make no GLFW window context current (the EGL twin of :func:`_release_egl_thread`)."""
+    if _open_windows > 0:
+        glfw.make_context_current(None)
+
+
 def headless_context() -> moderngl.Context:
-    """A standalone OpenGL 3.3+ core context through EGL (no display needed)."""
+    """A standalone OpenGL 3.3+ core context through EGL (no display needed).
+
+    It is current on the calling thread afterwards; an open :class:`Window`'s context no longer
+    is (call :meth:`Window.make_current` to draw into the window again)."""
+    _release_glx_thread()
     try:
         return moderngl.create_context(standalone=True, backend="egl", require=330)
     except Exception as exc:  # moderngl raises plain Exception subclasses from its loaders
@@ -44,13 +68,17 @@ def _glfw_init() -> None:
     reason = _display_reason()
     if reason is not None:
         raise RenderError(f"cannot open a window: {reason}")
+    errors: list[str] = []
+    glfw.set_error_callback(lambda _code, desc: errors.append(
+        desc.decode("utf-8", "replace") if isinstance(desc, bytes) else str(desc)))
     try:
         ok = glfw.init()
     except Exception as exc:  # glfw may raise GLFWError depending on its ERROR_REPORTING
         ok = False
-        detail = " ".join(str(exc).split())
-    else:
-        detail = ""
+        errors.append(str(exc))
+    finally:
+        glfw.set_error_callback(None)
+    detail = " ".join(" ".join(errors[-1:]).split())
     if not ok:
         where = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
         msg = f"cannot open a window: GLFW could not initialise on display {where!r}"
@@ -117,6 +145,7 @@ class Window:
         glfw.window_hint(glfw.OPENGL_PROFILE, glfw.OPENGL_CORE_PROFILE)
         glfw.window_hint(glfw.OPENGL_FORWARD_COMPAT, True)
         w, h = int(size[0]), int(size[1])
+        _release_egl_thread()  # GLFW makes the new context current while creating it
         try:
             handle = glfw.create_window(w, h, title, None, None)
         except Exception as exc:
@@ -204,6 +233,12 @@ class Window:
         self._fullscreen = True
 
     # -- frame ---------------------------------------------------------------------------------
+    def make_current(self) -> None:
+        """Make this window's context current on the calling thread again (after a headless
+        context was used in between)."""
+        _release_egl_thread()
+        glfw.make_context_current(self._win)
+
     def swap(self) -> None:
         """Show the frame drawn into ``ctx.screen``."""
         glfw.swap_buffers(self._win)

@@ -225,7 +225,8 @@ class VideoWriter:
 def probe(path: str | Path) -> dict:
     """Decode ``path`` and report what it holds.
 
-    Returns ``{"frames": int (decoded video frames), "width", "height": int pixels,
+    Returns ``{"frames": int (decoded video frames), "width", "height": int pixels as stored
+    (odd sizes written by :class:`VideoWriter` come back padded to even),
     "duration": float seconds of video, "fps": float, "has_audio": bool,
     "audio_duration": float seconds of decoded audio (0.0 without audio)}``.
     """
