@@ -33,12 +33,20 @@ def _one_line(err: BaseException) -> str:
     return text or type(err).__name__
 
 
+class PortAudioMissing(AudioError):
+    """The sounddevice module or the PortAudio library it needs is not installed."""
+
+
 def _sounddevice():
-    """Import sounddevice, or raise AudioError when the PortAudio library is missing."""
+    """Import sounddevice, or raise :class:`PortAudioMissing` (an AudioError)."""
     try:
         import sounddevice
     except OSError as err:  # sounddevice raises OSError("PortAudio library not found")
-        raise AudioError("PortAudio is not installed (apt-get install libportaudio2)") from err
+        raise PortAudioMissing("PortAudio is not installed (apt-get install libportaudio2)") \
+            from err
+    except ImportError as err:
+        raise PortAudioMissing("the sounddevice module is not installed "
+                               "(pip install sounddevice)") from err
     return sounddevice
 
 
@@ -262,8 +270,8 @@ class FilePlayer:
             self.fallback = False
             return
         except AudioError as err:
-            if self.device is not None and "PortAudio" not in str(err):
-                raise
+            if self.device is not None and not isinstance(err, PortAudioMissing):
+                raise  # the user named a device that does not exist
             reason = str(err)
         except Exception as err:  # PortAudioError, ValueError from a device that says no
             if self._stream is not None:
