@@ -142,6 +142,7 @@ class FeatureExtractor:
         hs = self.hop_seconds
 
         self._frame = np.zeros(n_fft, dtype=np.float32)
+        self._spare = np.zeros(n_fft, dtype=np.float32)
         self._windowed = np.zeros(n_fft, dtype=np.float32)
         self._window = np.hanning(n_fft + 1)[:-1].astype(np.float32)  # periodic Hann
         nb = n_fft // 2 + 1
@@ -231,9 +232,11 @@ class FeatureExtractor:
         """
         if hop.shape != (self.hop,):
             raise ValueError(f"process_hop needs {self.hop} mono samples, got shape {hop.shape}")
-        frame = self._frame
-        frame[:-self.hop] = frame[self.hop:]
+        # Shift into the spare buffer and swap (an in-place overlapping shift would need a temp).
+        frame, self._spare = self._spare, self._frame
+        frame[:-self.hop] = self._spare[self.hop:]
         frame[-self.hop:] = hop
+        self._frame = frame
         if not math.isfinite(float(frame[-self.hop:].sum())):
             np.nan_to_num(frame, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
         self.hops += 1
