@@ -10,7 +10,7 @@
         {"NAME": "rotate", "LABEL": "Rotate (ccw > 0)", "TYPE": "float", "DEFAULT": 0.0, "MIN": -1.0, "MAX": 1.0}
     ],
     "PASSES": [
-        {"TARGET": "trailBuffer", "PERSISTENT": true, "FLOAT": true},
+        {"TARGET": "trailBuffer", "PERSISTENT": true},
         {}
     ]
 }*/
