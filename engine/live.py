@@ -190,6 +190,7 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None) -> FrameSt
         elif ctx is not None:
             ctx.release()
     stats.session = session
+    stats.last_params = prev[1] if prev is not None else None
     stats.controls = controls
     return stats
 

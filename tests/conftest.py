@@ -30,20 +30,32 @@ def xvfb_display():
     """A running Xvfb server; yields the DISPLAY string (e.g. ':97') and sets it in os.environ."""
     if shutil.which("Xvfb") is None:
         _missing("Xvfb is not installed (apt-get install xvfb)")
-    for num in range(97, 120):
-        if not os.path.exists(f"/tmp/.X11-unix/X{num}") and not os.path.exists(f"/tmp/.X{num}-lock"):
-            break
-    display = f":{num}"
+    # -displayfd: Xvfb picks a free display number itself and writes it to us once it is ready,
+    # so parallel test runs never race for the same display.
+    read_fd, write_fd = os.pipe()
     proc = subprocess.Popen(
-        ["Xvfb", display, "-screen", "0", "1280x720x24", "-nolisten", "tcp"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1280x720x24", "-nolisten", "tcp"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(write_fd,),
     )
-    deadline = time.monotonic() + 10
-    while not os.path.exists(f"/tmp/.X11-unix/X{num}"):
-        if proc.poll() is not None or time.monotonic() > deadline:
+    os.close(write_fd)
+    number = b""
+    deadline = time.monotonic() + 15
+    os.set_blocking(read_fd, False)
+    while not number.endswith(b"\n"):
+        try:
+            chunk = os.read(read_fd, 16)
+        except BlockingIOError:
+            chunk = None
+        if chunk == b"" or proc.poll() is not None or time.monotonic() > deadline:
+            os.close(read_fd)
             proc.kill()
             _missing("Xvfb did not start")
-        time.sleep(0.05)
+        if chunk:
+            number += chunk
+        else:
+            time.sleep(0.02)
+    os.close(read_fd)
+    display = f":{int(number)}"
     old = os.environ.get("DISPLAY")
     os.environ["DISPLAY"] = display
     yield display
@@ -62,22 +74,60 @@ def _pactl(*args: str, check: bool = True) -> str:
     return out.stdout.strip()
 
 
-@pytest.fixture(scope="session")
-def pulse_server():
-    """A running PulseAudio daemon (started here if none is running)."""
+@pytest.fixture(scope="session", autouse=True)
+def _private_pulse(tmp_path_factory):
+    """Start a private PulseAudio for this test run, before anything opens a sound device.
+
+    It listens on its own socket and loads only what the tests need (no stream-restore, so
+    nothing a stream did in one test follows it into the next), and never touches the user's
+    own audio server. ``PULSE_SERVER`` points this process and its children at it; PortAudio's
+    ALSA "pulse" device follows. Yields None when PulseAudio is not installed.
+    """
     if shutil.which("pulseaudio") is None or shutil.which("pactl") is None:
-        _missing("PulseAudio is not installed (apt-get install pulseaudio)")
-    if subprocess.run(["pactl", "info"], capture_output=True, timeout=10).returncode != 0:
-        subprocess.run(
-            ["pulseaudio", "--start", "--exit-idle-time=-1", "--daemonize=yes"],
-            capture_output=True, timeout=30,
-        )
-        deadline = time.monotonic() + 15
-        while subprocess.run(["pactl", "info"], capture_output=True, timeout=10).returncode != 0:
-            if time.monotonic() > deadline:
-                _missing("PulseAudio did not start")
-            time.sleep(0.2)
-    yield
+        yield None
+        return
+    runtime = tmp_path_factory.mktemp("pulse")
+    sock = runtime / "native"
+    script = runtime / "test.pa"
+    script.write_text(
+        f"load-module module-native-protocol-unix socket={sock} auth-anonymous=1\n"
+        "load-module module-null-sink sink_name=lj_idle rate=48000\n"
+        "load-module module-always-sink\n")
+    env = dict(os.environ, PULSE_RUNTIME_PATH=str(runtime), PULSE_STATE_PATH=str(runtime))
+    proc = subprocess.Popen(
+        ["pulseaudio", "-n", "-F", str(script), "--daemonize=no", "--exit-idle-time=-1",
+         "--use-pid-file=no", "--log-target=stderr", "--log-level=error"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    saved = {k: os.environ.get(k) for k in ("PULSE_SERVER", "PULSE_SINK", "PULSE_SOURCE")}
+    os.environ["PULSE_SERVER"] = f"unix:{sock}"
+    deadline = time.monotonic() + 15
+    ok = False
+    while proc.poll() is None and time.monotonic() < deadline:
+        if subprocess.run(["pactl", "info"], capture_output=True, timeout=10).returncode == 0:
+            ok = True
+            break
+        time.sleep(0.1)
+    yield sock if ok else None
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="session")
+def pulse_server(_private_pulse):
+    """The tests' private PulseAudio (see ``_private_pulse``); skips when there is none."""
+    if _private_pulse is None:
+        if shutil.which("pulseaudio") is None:
+            _missing("PulseAudio is not installed (apt-get install pulseaudio pulseaudio-utils)")
+        _missing("PulseAudio did not start")
+    yield _private_pulse
 
 
 @pytest.fixture
