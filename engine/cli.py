@@ -76,6 +76,8 @@ def _add_live(p: argparse.ArgumentParser) -> None:
     p.add_argument("--osc-port", type=_port, default=9000, help="OSC in port (default 9000, 0 = any free)")
     p.add_argument("--osc-listen", default="127.0.0.1", metavar="HOST",
                    help="address OSC listens on (default 127.0.0.1; 0.0.0.0 for the LAN)")
+    p.add_argument("--osc-allow", metavar="IP[,IP...]",
+                   help="accept OSC only from these sender addresses")
     p.add_argument("--no-osc", action="store_true", help="do not listen for OSC")
     p.add_argument("--osc-out", type=_host_port, metavar="HOST:PORT",
                    help="send the features as OSC to HOST:PORT at frame rate")
@@ -163,6 +165,7 @@ def _live_options(args) -> "LiveOptions":
         fullscreen=args.fullscreen, monitor=args.monitor, vsync=not args.no_vsync,
         headless=args.headless, osc_host=args.osc_listen,
         osc_port=None if args.no_osc else args.osc_port, osc_out=args.osc_out,
+        osc_allow=[a.strip() for a in args.osc_allow.split(",")] if args.osc_allow else None,
         max_frames=args.frames, max_seconds=args.seconds, overlay=args.overlay)
 
 

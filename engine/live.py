@@ -44,6 +44,7 @@ class LiveOptions:
     osc_host: str = "127.0.0.1"
     osc_port: int | None = 9000
     osc_out: tuple[str, int] | None = None
+    osc_allow: list[str] | None = None
     max_frames: int | None = None
     max_seconds: float | None = None
     watch: bool = True
@@ -103,7 +104,7 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None) -> FrameSt
     controls = Controls()
     server = None
     if opts.osc_port is not None:
-        server = OscServer(controls, host=opts.osc_host, port=opts.osc_port)
+        server = OscServer(controls, host=opts.osc_host, port=opts.osc_port, allow=opts.osc_allow)
         server.start()  # a busy port fails here, before anything opens
     sender = OscSender(*opts.osc_out) if opts.osc_out else None
     mapping_path = find_mapping(opts.mapping) if opts.mapping else None
