@@ -18,29 +18,39 @@ from engine.live import LiveOptions, StopFlag, run_live
 from engine.session import ArrayReader, Session
 
 
-class ArraySource:
-    """A source that is 'played' at wall-clock speed, with no sound card (for OSC and window tests)."""
+class PacedSource:
+    """Feeds a song into a ring at wall-clock speed, with no sound card: the OSC and window tests
+    are about control and display, so their audio clock must not depend on a sound server."""
 
     def __init__(self, samples, sr):
-        from engine.audio.sources import FilePlayer
+        from engine.audio.ring import RingBuffer
 
-        self._player = FilePlayer(samples, sr, device=None)
-        self.ring = self._player.ring
+        self.mono = samples.mean(axis=1).astype(np.float32)
+        self.ring = RingBuffer(sr * 4)
         self.sample_rate = sr
+        self.finished = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._feed, daemon=True)
 
     @property
     def position(self):
-        return self._player.position
+        return self.ring.total_written
 
-    @property
-    def finished(self):
-        return self._player.finished
+    def _feed(self):
+        t0 = time.monotonic()
+        while not self._stop.is_set() and self.position < len(self.mono):
+            due = min(len(self.mono), int((time.monotonic() - t0) * self.sample_rate))
+            if due > self.position:
+                self.ring.write(self.mono[self.position:due])
+            self._stop.wait(0.005)
+        self.finished = self.position >= len(self.mono)
 
     def start(self):
-        self._player.start()
+        self._thread.start()
 
     def stop(self):
-        self._player.stop()
+        self._stop.set()
+        self._thread.join(5)
 
 
 STATIC = """
@@ -140,7 +150,7 @@ def test_osc_in_and_out_while_the_loop_runs(tmp_path):
     stop = StopFlag()
     result = {}
     thread = threading.Thread(target=lambda: result.setdefault("stats", run_live(
-        ArraySource(samples, sr), opts, stop)))
+        PacedSource(samples, sr), opts, stop)))
     thread.start()
     try:
         data, _ = listener.recvfrom(65536)  # the feature stream is running
