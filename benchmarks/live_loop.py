@@ -7,7 +7,7 @@ Figures, all from one run:
   * the bare generator call (GeneratorRunner.generate on the same frames, nothing else running),
     and the engine's overhead as a share of the frame: (frame time - bare generator) / frame time.
 
-Usage: python benchmarks/live_loop.py [--size 256] [--seconds 20]
+Usage: python benchmarks/live_loop.py [--size 256] [--seconds 20] [--mapping FILE]
 Targets (issue 2): >= 60 fps, p99 <= 25 ms, overhead <= 15 %.
 """
 
@@ -31,9 +31,9 @@ from engine.live import LiveOptions, run_live  # noqa: E402
 from engine.session import ArrayReader, Session, to_mono  # noqa: E402
 
 
-def bare_generator(size: int, samples, sr, frames: int) -> list[float]:
-    """Time the generator alone on the frames the default mapping asks for."""
-    session = Session(sr, None, None, (size, size), threaded=False)
+def bare_generator(size: int, samples, sr, frames: int, mapping=None) -> list[float]:
+    """Time the generator alone on the frames the mapping asks for."""
+    session = Session(sr, mapping, None, (size, size), threaded=False)
     reader = ArrayReader(to_mono(samples))
     runner = GeneratorRunner(session.generator, device="cpu", threaded=False)
     times = []
@@ -52,23 +52,27 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--mapping", help="mapping file (default: mappings/default.toml)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     samples, sr, _ = demo_song(seconds=args.seconds + 5)
 
     with display() as disp:
-        opts = LiveOptions(size=args.size, vsync=False, headless=disp is None, osc_port=0,
+        opts = LiveOptions(mapping=args.mapping, size=args.size, vsync=False,
+                           headless=disp is None, osc_port=0,
                            max_seconds=args.seconds, watch=True)
         stats = run_live(FilePlayer(samples, sr), opts)
     frames = np.asarray(stats.frame_times[30:])  # skip the warm-up
     fps = len(frames) / frames.sum()
     frame_mean = frames.mean()
 
-    bare = np.asarray(bare_generator(args.size, samples, sr, 300))
+    bare = np.asarray(bare_generator(args.size, samples, sr, 300, args.mapping))
     overhead = (frame_mean - bare.mean()) / frame_mean
 
     target = "window (Xvfb)" if disp else "headless (EGL)"
-    print(f"live loop, built-in generator {args.size}x{args.size}, {target}, {len(frames)} frames")
+    chain = ", ".join(stats.session.mapping.shader_chain) or "none"
+    print(f"live loop, built-in generator {args.size}x{args.size}, {target}, {len(frames)} frames, "
+          f"shader chain: {chain}")
     print(f"  fps sustained        {fps:7.1f}   ({fps / 60:.2f}x the 60 fps target)")
     print(f"  frame time mean      {frame_mean * 1e3:7.2f} ms   p50 {percentile_ms(frames, 50):.2f}"
           f"   p99 {percentile_ms(frames, 99):.2f} ms (target <= 25)")

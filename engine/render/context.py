@@ -167,6 +167,10 @@ class Window:
         glfw.make_context_current(handle)
         glfw.swap_interval(1 if vsync else 0)
         glfw.set_key_callback(handle, self._on_key)
+        # The framebuffer size is asked for every frame: keep it from GLFW's resize callback
+        # instead of a round trip to the display server each time.
+        self._fb_size = tuple(glfw.get_framebuffer_size(handle))
+        glfw.set_framebuffer_size_callback(handle, self._on_resize)
         try:
             self.ctx = moderngl.create_context(require=330)
         except Exception as exc:
@@ -184,6 +188,9 @@ class Window:
         if name is not None:
             self._keys.append(name)
 
+    def _on_resize(self, _win, width: int, height: int) -> None:
+        self._fb_size = (int(width), int(height))
+
     def poll(self) -> list[str]:
         """Process window events; returns the names of keys pressed since the last poll."""
         glfw.poll_events()
@@ -200,9 +207,8 @@ class Window:
     @property
     def framebuffer_size(self) -> tuple[int, int]:
         """Size of the default framebuffer in pixels (w, h); differs from the window size on
-        high-DPI screens."""
-        w, h = glfw.get_framebuffer_size(self._win)
-        return int(w), int(h)
+        high-DPI screens. Kept up to date by a resize callback (no display round trip)."""
+        return self._fb_size
 
     @property
     def fullscreen(self) -> bool:
@@ -222,6 +228,7 @@ class Window:
             x, y, w, h = self._windowed
             glfw.set_window_monitor(self._win, None, x, y, w, h, 0)
             self._fullscreen = False
+            self._fb_size = tuple(glfw.get_framebuffer_size(self._win))
             return
         mon = self._monitor()
         if mon is None:
@@ -231,6 +238,7 @@ class Window:
         glfw.set_window_monitor(self._win, mon, 0, 0, mode.size.width, mode.size.height,
                                 mode.refresh_rate)
         self._fullscreen = True
+        self._fb_size = tuple(glfw.get_framebuffer_size(self._win))
 
     # -- frame ---------------------------------------------------------------------------------
     def make_current(self) -> None:

@@ -58,7 +58,8 @@ class _Target:
 
     def __init__(self, ctx: moderngl.Context, size: tuple[int, int], float_: bool):
         dtype = "f2" if float_ else "f1"
-        self.size = size
+        self.size = tuple(size)
+        self.float = bool(float_)
         self.texs = [_texture(ctx, size, 4, dtype) for _ in range(2)]
         self.fbos = [ctx.framebuffer(color_attachments=[t]) for t in self.texs]
         for f in self.fbos:
@@ -68,6 +69,11 @@ class _Target:
     @property
     def tex(self):
         return self.texs[self.cur]
+
+    @property
+    def fbo(self):
+        """The framebuffer of :attr:`tex` (the latest contents)."""
+        return self.fbos[self.cur]
 
     @property
     def write_fbo(self):
@@ -95,6 +101,7 @@ class _Effect:
             if p.target and p.target not in self.targets:
                 self.targets[p.target] = _Target(ctx, p.size(output_size), p.float)
         self.pass_sizes = [p.size(output_size) for p in shader.passes]
+        self.output_size = tuple(output_size)
         prog = self.program
 
         def uni(n):
@@ -155,8 +162,10 @@ class _Effect:
             self.u_date.value = (t.tm_year, t.tm_mon, t.tm_mday,
                                  t.tm_hour * 3600 + t.tm_min * 60 + t.tm_sec)
 
-    def draw(self, src: moderngl.Texture, dst: moderngl.Framebuffer, copy) -> None:
-        """Run every pass: ``src`` is ``inputImage``; the result ends up in ``dst``."""
+    def draw(self, src: moderngl.Texture, dst: moderngl.Framebuffer, copy):
+        """Run every pass: ``src`` is ``inputImage``. Returns ``(texture, framebuffer)`` holding
+        the result: ``dst``'s, or, when the last pass writes an 8-bit buffer at output size (a
+        feedback effect), that buffer itself, so no pass is spent copying it out."""
         src.use(0)
         for unit in self.blank_units:
             self.blank.use(unit)
@@ -175,11 +184,14 @@ class _Effect:
                 self.vao.render(moderngl.TRIANGLES, vertices=3)
                 tgt.swap()
                 if i == last:
+                    if tgt.size == self.output_size and not tgt.float:
+                        return tgt.tex, tgt.fbo
                     copy(tgt.tex, dst)
                     src.use(0)
             else:
                 dst.use()
                 self.vao.render(moderngl.TRIANGLES, vertices=3)
+        return dst.color_attachments[0], dst
 
     def release(self) -> None:
         for t in self.targets.values():
@@ -248,7 +260,9 @@ class Renderer:
         self._copy_vao = ctx.vertex_array(self._copy, [])
         w, h = self.output_size
         self._readback = np.empty((h, w, 3), np.uint8)
-        self._result = 0
+        iw, ih = self.input_size
+        self._upload = np.empty((ih, iw, 3), np.uint8)  # the frame in GL row order
+        self._result_tex, self._result_fbo = self._chain[0], self._fbos[0]
         self._frame = 0
         self._last_time: float | None = None
         for f in self._fbos:
@@ -333,24 +347,30 @@ class Renderer:
 
         ctx = self.ctx
         ctx.disable(moderngl.BLEND)
-        self._input.write(image_u8)
-        self._copy_to(self._input, self._fbos[0], flip=True)
-        cur = 0
-        for e in self._effects:
-            e.set_values(uniforms, audio, time, delta, self._frame)
-            e.draw(self._chain[cur], self._fbos[1 - cur], self._copy_to)
-            cur = 1 - cur
-        self._result = cur
+        # Upload bottom row first (GL's order): a cheap CPU copy instead of a flipping pass, so
+        # the first effect samples the generator's frame directly, at any size.
+        np.copyto(self._upload, image_u8[::-1])
+        self._input.write(self._upload)
+        if not self._effects:
+            self._copy_to(self._input, self._fbos[0])
+            self._result_tex, self._result_fbo = self._chain[0], self._fbos[0]
+        else:
+            src = self._input
+            for e in self._effects:
+                e.set_values(uniforms, audio, time, delta, self._frame)
+                dst = self._fbos[1] if src is self._chain[0] else self._fbos[0]
+                src, fbo = e.draw(src, dst, self._copy_to)
+            self._result_tex, self._result_fbo = src, fbo
         self._frame += 1
 
     @property
     def texture(self) -> moderngl.Texture:
         """The texture holding the last rendered frame (RGBA8, output_size, GL row order)."""
-        return self._chain[self._result]
+        return self._result_tex
 
     def read(self, out: np.ndarray | None = None) -> np.ndarray:
         """The last frame as [H, W, 3] uint8, top row first (into ``out`` when given)."""
-        self._fbos[self._result].read_into(self._readback, components=3, alignment=1)
+        self._result_fbo.read_into(self._readback, components=3, alignment=1)
         flipped = self._readback[::-1]
         if out is None:
             return flipped.copy()
@@ -371,7 +391,7 @@ class Renderer:
         if (vw, vh) != (fw, fh):
             fbo.clear(0.0, 0.0, 0.0, 1.0)
         fbo.viewport = ((fw - vw) // 2, (fh - vh) // 2, vw, vh)
-        self._chain[self._result].use(0)
+        self._result_tex.use(0)
         self._copy_flip.value = 0.0
         self._copy_vao.render(moderngl.TRIANGLES, vertices=3)
         fbo.viewport = (0, 0, fw, fh)
