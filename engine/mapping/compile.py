@@ -8,14 +8,20 @@ result does not depend on the frame rate. ``frame(t)`` is a pure read of that st
 Conditioning order of a route (each stage only if its key is present)::
 
     value = from-expression         (NaN/inf -> hold the last good value)
+    gate        gate expression <= 0.5 -> 0
     threshold   value < threshold -> 0
+    normalize   (v - running min) / (running max - running min), 0..1
+    hold        latch v on a rising edge of the hold expression through 0.5
+    quantize    latch v when a new block of `quantize` beats starts
     envelope    rising edge over 0.5 -> pulse: linear rise to 1 in attack_ms,
                 exponential fall to 1 % in release_ms
     smooth      one-pole follower: 99 % of a rise in attack_ms, of a fall in release_ms
     power       sign(v) * |v| ** power
+    curve       exp: (e^(k v) - 1) / (e^k - 1); smoothstep: 3v^2 - 2v^3 (v clamped to 0..1)
     range       lo + v * (hi - lo)
     gain        v * gain
     offset      v + offset
+    integrate   position += v * dt, kept in [min, max] by clamp, bounce or wrap
     clamp       min(max(v, lo), hi)
 """
 
@@ -29,10 +35,10 @@ import numpy as np
 from engine.errors import MappingError
 from engine.frame import FrameParams, LatentSpace
 from engine.mapping import expr as ex
-from engine.mapping.latent import (Walk, blend_matrix, keyframes_from_seeds, latent_spread,
-                                   layer_rows, push_direction)
+from engine.mapping.latent import (Motion, Walk, blend_matrix, keyframes_from_list,
+                                   latent_spread, layer_rows, lfo_value, push_direction)
 from engine.mapping.spec import (CLOCK_SOURCES, SCALAR_FEATURES, TIME_SOURCES, VECTOR_FEATURES,
-                                 MappingSpec, RouteSpec)
+                                 MappingSpec, MotionSpec, RouteSpec)
 
 _LN100 = math.log(100.0)   # time constants are "time to cover 99 %"
 _STATE_VERSION = 1
@@ -64,12 +70,32 @@ class _Conditioner:
         self.gain = r.gain
         self.offset = r.offset
         self.clamp = r.clamp
+        self.dt = dt
+        self.has_gate = r.gate is not None
+        self.has_hold = r.hold is not None
+        self.has_quant = r.quantize_beats is not None
+        self.has_norm = r.normalize_s is not None
+        self.norm_c = _follow_coeff(r.normalize_s * 1000.0, dt) if self.has_norm else 0.0
+        self.curve = r.curve
+        k = r.curve_k
+        self.curve_k = k
+        self.curve_div = math.expm1(k) if r.curve == "exp" else 1.0
+        self.integ = r.integrate
+        # per-hop inputs set by the route before process(): gate open, hold/quantize edges
+        self.gate_open = True
+        self.latch_now = False
         # state (plain lists: cheap per-element access from Python)
         self.held = [0.0] * w
         self.prev = [0.0] * w
         self.level = [0.0] * w
         self.rising = [False] * w
         self.smooth = [0.0] * w
+        self.latched = [0.0] * w
+        self.lo = [0.0] * w
+        self.hi = [0.0] * w
+        lo0 = 0.0 if r.integrate is None else min(max(0.0, r.integrate[0]), r.integrate[1])
+        self.pos = [lo0] * w
+        self.dir = [1.0] * w
         self.primed = False
 
     def process(self, i: int, x: float) -> float:
@@ -77,8 +103,27 @@ class _Conditioner:
             x = self.held[i]
         else:
             self.held[i] = x
+        if self.has_gate and not self.gate_open:
+            x = 0.0
         if self.threshold is not None and x < self.threshold:
             x = 0.0
+        if self.has_norm:
+            if self.primed:
+                c = self.norm_c
+                lo = self.lo[i]
+                hi = self.hi[i]
+                lo = x if x < lo else lo + (x - lo) * c
+                hi = x if x > hi else hi + (x - hi) * c
+            else:
+                lo = hi = x
+            self.lo[i] = lo
+            self.hi[i] = hi
+            span = hi - lo
+            x = (x - lo) / span if span > 1e-9 else 0.0
+        if self.has_hold or self.has_quant:
+            if self.latch_now or not self.primed:
+                self.latched[i] = x
+            x = self.latched[i]
         if self.has_env:
             if x > 0.5 >= self.prev[i]:
                 self.rising[i] = True
@@ -104,23 +149,52 @@ class _Conditioner:
         p = self.power
         if p != 1.0:
             x = math.copysign(abs(x) ** p, x)
+        if self.curve != "linear":
+            if self.curve == "smoothstep":
+                x = 0.0 if x < 0.0 else (1.0 if x > 1.0 else x)
+                x = x * x * (3.0 - 2.0 * x)
+            else:   # exp; the argument is limited so a wild value cannot overflow
+                e = self.curve_k * x
+                x = math.expm1(e if e < 700.0 else 700.0) / self.curve_div
         if self.range is not None:
             lo, hi = self.range
             x = lo + x * (hi - lo)
         x = x * self.gain + self.offset
+        if self.integ is not None:
+            lo, hi, mode = self.integ
+            q = self.pos[i] + self.dir[i] * x * self.dt
+            if q > hi or q < lo:
+                if mode == "wrap":
+                    q = lo + (q - lo) % (hi - lo)
+                elif mode == "bounce":
+                    span = hi - lo
+                    m = (q - lo) % (2.0 * span)        # reflect into [lo, hi]
+                    q = lo + (m if m <= span else 2.0 * span - m)
+                    self.dir[i] = -self.dir[i]
+                else:
+                    q = lo if q < lo else hi
+            if q - q != 0.0:   # an infinite velocity: stay where we were
+                q = self.pos[i]
+            self.pos[i] = q
+            x = q
         if self.clamp is not None:
             lo, hi = self.clamp
             x = lo if x < lo else (hi if x > hi else x)
         return x
 
+    _STATE_KEYS = ("held", "prev", "level", "rising", "smooth", "latched", "lo", "hi", "pos",
+                   "dir")
+
     def state(self) -> dict:
-        return {"held": list(self.held), "prev": list(self.prev), "level": list(self.level),
-                "rising": list(self.rising), "smooth": list(self.smooth), "primed": self.primed}
+        out: dict[str, Any] = {k: list(getattr(self, k)) for k in self._STATE_KEYS}
+        out["primed"] = self.primed
+        return out
 
     def restore(self, s: dict) -> None:
-        for key in ("held", "prev", "level", "rising", "smooth"):
-            if len(s[key]) == len(self.held):
-                setattr(self, key, list(s[key]))
+        for key in self._STATE_KEYS:
+            v = s.get(key)
+            if v is not None and len(v) == len(self.held):
+                setattr(self, key, list(v))
         self.primed = bool(s["primed"])
 
 
@@ -133,6 +207,11 @@ class _Route:
         self.cond = _Conditioner(spec, dt)
         self.eval = ex.compile_expr(spec.expr) if spec.expr is not None else None
         self.gain_eval = ex.compile_expr(spec.gain_expr) if spec.gain_expr is not None else None
+        self.gate_eval = ex.compile_expr(spec.gate) if spec.gate is not None else None
+        self.hold_eval = ex.compile_expr(spec.hold) if spec.hold is not None else None
+        self.hold_prev = 0.0
+        self.quant = spec.quantize_beats
+        self.block = None          # index of the current quantize block (beats // quantize)
         self.vector = spec.vector
         self.value = 0.0                                   # scalar output
         self.vec = np.zeros(spec.width, dtype=np.float64)  # vector output
@@ -144,6 +223,18 @@ class _Route:
             g = self.gain_eval(env)
             if g - g == 0.0:
                 c.gain = g
+        if self.gate_eval is not None:
+            c.gate_open = self.gate_eval(env) > 0.5
+        latch = False
+        if self.hold_eval is not None:
+            h = self.hold_eval(env)
+            latch = h > 0.5 >= self.hold_prev
+            self.hold_prev = h if h - h == 0.0 else 0.0
+        if self.quant is not None:
+            block = math.floor(env["beat"] / self.quant)
+            latch = latch or block != self.block
+            self.block = block
+        c.latch_now = latch
         if self.vector is None:
             self.value = c.process(0, self.eval(env))
         else:
@@ -159,6 +250,13 @@ class _Push:
         self.route = route
         self.start, self.stop = rows.start, rows.stop
         self.direction = direction
+
+
+class _Pull:
+    def __init__(self, route: _Route, rows: range, key: np.ndarray):
+        self.route = route
+        self.start, self.stop = rows.start, rows.stop
+        self.key = key                             # [num_layers, w_dim] float32
 
 
 class _Blend:
@@ -190,11 +288,16 @@ class Mapping:
         self.params = {n: p.default for n, p in spec.params.items()}
         self.param_ranges = {n: (p.min, p.max) for n, p in spec.params.items()}
         self.dt = hop / sr
+        self._space = space
         self.num_layers = int(space.num_layers)
         self.w_dim = int(space.w_dim)
 
         lat = spec.latent
-        self.keyframes = keyframes_from_seeds(space, lat.seeds)
+        try:
+            self.keyframes = keyframes_from_list(space, lat.key_list())
+        except ValueError as e:
+            raise MappingError(str(e), spec.path, lat.keys_line) from None
+        self._layered = self.keyframes.shape[1] != self.w_dim   # rows are flattened w_plus
         self._walk = Walk(self.keyframes, lat.walk.interp, space.w_avg)
         n = len(self.keyframes)
         self._n = n
@@ -212,12 +315,18 @@ class Mapping:
         if spec.bpm:
             for name in CLOCK_SOURCES:
                 self._env[name] = 0.0
+        self._lfos = [(f"lfo.{l.name}", l.shape, l.unit, l.rate, l.phase, l.seed)
+                      for l in spec.lfos.values()]
+        for key, *_ in self._lfos:
+            self._env[key] = 0.0
+        self._beat = 0.0                 # beats since the clock offset (or the live tracker)
+        self._live_phase: float | None = None
         self._param_keys = {name: f"param.{name}" for name in spec.params}
         for name, v in self.params.items():
             self._env[self._param_keys[name]] = float(v)
         used: set[str] = set()
         for r in spec.routes:
-            for node in (r.expr, r.amount, r.gain_expr):
+            for node in (r.expr, r.amount, r.gain_expr, r.gate, r.hold):
                 if node is not None:
                     used.update(ref.name for ref in ex.references(node))
             if r.vector:
@@ -239,8 +348,26 @@ class Mapping:
                 raise MappingError(str(e), spec.path, r.spec.line_of("layers")) from None
             self._pushes.append(_Push(r, rows, push_direction(r.spec.direction_seed, self.w_dim,
                                                               spread)))
-        self._blends = [_Blend(r, blend_matrix(n, r.spec.width), self.w_dim)
+        self._blends = [_Blend(r, blend_matrix(n, r.spec.width), self.keyframes.shape[1])
                         for r in self._by_kind.get("blend", [])]
+        key_rows = np.empty((n, self.num_layers, self.w_dim), dtype=np.float32)
+        key_rows[:] = (self.keyframes.reshape(n, self.num_layers, self.w_dim) if self._layered
+                       else self.keyframes[:, None, :])
+        self._pulls: list[_Pull] = []
+        for r in self._by_kind.get("pull", []):
+            self._pulls.append(_Pull(r, self._rows(r.spec.layers, r.spec.line_of("layers")),
+                                     key_rows[r.spec.key]))
+        ms = lat.motion
+        if ms is None and "motion" in self._by_kind:
+            ms = MotionSpec()
+        self._motion = None
+        if ms is not None:
+            if spread == 1.0 and "push" not in self._by_kind:
+                spread = latent_spread(space, self.keyframes)
+            self._motion = Motion(self.w_dim, ms.jitter, ms.bound * spread, ms.seed)
+            self._motion_rate = ms.speed * spread * self.dt      # w units per hop at motion 1
+            self._motion_rows = self._rows(ms.layers, ms.line)
+            self._motion32 = np.zeros(self.w_dim, dtype=np.float32)
         self._uniform_routes: dict[str, list[_Route]] = {}
         for r in self._by_kind.get("uniform", []):
             self._uniform_routes.setdefault(r.spec.uniform, []).append(r)
@@ -249,6 +376,7 @@ class Mapping:
             self.uniform_targets.setdefault(r.spec.uniform, r.spec.line_of("to"))
 
         # mutable state
+        self._motion_amount = 1.0
         self._hops = 0
         self._t_hop = 0.0
         self._pos = self._pos0
@@ -257,10 +385,17 @@ class Mapping:
         self._noise = lat.noise
         self._uniforms: dict[str, float] = {name: 0.0 for name in self._uniform_routes}
         # scratch for frame() (never part of its result)
-        self._w = np.zeros(self.w_dim, dtype=np.float32)
-        self._tmp = np.zeros(self.w_dim, dtype=np.float32)
+        self._w = np.zeros(self.keyframes.shape[1], dtype=np.float32)
+        self._tmp = np.zeros(self.keyframes.shape[1], dtype=np.float32)
+        self._tmp_rows = np.zeros((self.num_layers, self.w_dim), dtype=np.float32)
 
         self._update_routes()   # values before the first hop (all features 0)
+
+    def _rows(self, layers, line) -> range:
+        try:
+            return layer_rows(self._space, layers)
+        except ValueError as e:
+            raise MappingError(str(e), self.spec.path, line) from None
 
     # -- per hop -------------------------------------------------------------------------------
     def step_hop(self, features: dict, controls: dict[str, float]) -> None:
@@ -301,13 +436,65 @@ class Mapping:
         env["time"] = t
         spec = self.spec
         if spec.bpm:
-            beat = (t - spec.beat_offset) * spec.bpm / 60.0
+            beat = self._next_beat(features, t)
             env["beat"] = beat
             env["beat_phase"] = beat % 1.0
             env["bar_phase"] = (beat / spec.beats_per_bar) % 1.0
+        if self._lfos:
+            self._update_lfos(t)
         self._update_routes()
         self._pos = (self._pos + self.dt * self._speed * self._kps) % self._n
+        if self._motion is not None:
+            self._motion.step(self._motion_rate * self._motion_amount)
+            self._motion32[:] = self._motion.offset
         self._t_hop = t
+
+    def _next_beat(self, features: dict, t: float) -> float:
+        """Beats since the clock's offset. A live ``beat_phase`` feature (0..1, from a tempo
+        tracker) wins: the beat count goes up by one each time it wraps; else a live ``bpm``
+        feature sets the rate; else the file's ``[clock] bpm``."""
+        spec = self.spec
+        ph = features.get("beat_phase")
+        if ph is not None:
+            try:
+                ph = float(ph)
+            except (TypeError, ValueError):
+                ph = None
+        if ph is not None and 0.0 <= ph <= 1.0:
+            count = math.floor(self._beat)
+            if self._live_phase is None:
+                if ph < self._beat - count - 0.5:     # switching over just after a beat
+                    count += 1
+            elif ph < self._live_phase - 0.5:
+                count += 1
+            self._live_phase = ph
+            self._beat = count + (ph if ph < 1.0 else 0.0)
+            return self._beat
+        self._live_phase = None
+        bpm = features.get("bpm")
+        if bpm is not None:
+            try:
+                bpm = float(bpm)
+            except (TypeError, ValueError):
+                bpm = None
+        if bpm is not None and 1.0 <= bpm <= 1000.0:
+            self._beat += self.dt * bpm / 60.0
+        else:
+            self._beat = (t - spec.beat_offset) * spec.bpm / 60.0
+        return self._beat
+
+    def _update_lfos(self, t: float) -> None:
+        env = self._env
+        beat = self._beat
+        bpb = self.spec.beats_per_bar
+        for key, shape, unit, rate, phase, seed in self._lfos:
+            if unit == "hz":
+                cyc = t * rate + phase
+            elif unit == "beats":
+                cyc = beat / rate + phase
+            else:
+                cyc = beat / (rate * bpb) + phase
+            env[key] = lfo_value(shape, cyc, seed)
 
     def _update_routes(self) -> None:
         env = self._env
@@ -325,6 +512,8 @@ class Mapping:
             self._truncation = sum(r.value for r in k["truncation"])
         if "noise" in k:
             self._noise = sum(r.value for r in k["noise"])
+        if "motion" in k:
+            self._motion_amount = sum(r.value for r in k["motion"])
         for name, routes in self._uniform_routes.items():
             self._uniforms[name] = sum(r.value for r in routes)
         for b in self._blends:
@@ -358,7 +547,22 @@ class Mapping:
                 tmp *= np.float32(b.amount)
                 w += tmp
         out = np.empty((self.num_layers, self.w_dim), dtype=np.float32)
-        out[:] = w
+        if self._layered:
+            out[:] = w.reshape(self.num_layers, self.w_dim)
+        else:
+            out[:] = w
+        trows = self._tmp_rows
+        for pull in self._pulls:
+            a = pull.route.value
+            if a > 0.0:
+                a = 1.0 if a > 1.0 else a
+                s, e = pull.start, pull.stop
+                np.subtract(pull.key[s:e], out[s:e], out=trows[s:e])
+                trows[s:e] *= np.float32(a)
+                out[s:e] += trows[s:e]
+        if self._motion is not None:
+            out[self._motion_rows.start:self._motion_rows.stop] += self._motion32
+        tmp = self._tmp[: self.w_dim]
         for push in self._pushes:
             v = push.route.value
             if v != 0.0:
@@ -399,6 +603,10 @@ class Mapping:
             "dt": self.dt,
             "sources": self.values(),
             "routes": routes,
+            "beat": self._beat,
+            "motion": None if self._motion is None else {
+                "offset": self._motion.offset.tolist(),
+                "direction": self._motion.direction.tolist()},
         }
 
     def restore(self, state: dict) -> None:
@@ -413,7 +621,14 @@ class Mapping:
         else:
             self._hops = int(round(float(state["time"]) / self.dt))
         self._t_hop = self._hops * self.dt
-        for name, value in state.get("sources", {}).items():
+        self._beat = float(state.get("beat", self._beat))
+        mo = state.get("motion")
+        if self._motion is not None and mo and len(mo["offset"]) == self.w_dim:
+            self._motion.offset[:] = mo["offset"]
+            self._motion.direction[:] = mo["direction"]
+            np.clip(self._motion.offset, -self._motion.bound, self._motion.bound,
+                    out=self._motion.offset)
+            self._motion32[:] = self._motion.offset
             if name in self._env and not isinstance(self._env[name], np.ndarray):
                 if name.startswith("param."):
                     lo, hi = self.param_ranges[name[6:]]

@@ -147,7 +147,7 @@ FUNCTIONS: dict[str, tuple[Callable[..., float], int, int | None]] = {
 CONSTANTS: dict[str, float] = {"pi": math.pi}
 
 #: Names that may be followed by ``.name`` (``param.trails``). Everything else is a plain name.
-NAMESPACES = ("param",)
+NAMESPACES = ("param", "lfo")
 
 _MATH_ERRORS = (ValueError, OverflowError, ZeroDivisionError, TypeError)
 

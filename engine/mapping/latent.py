@@ -27,10 +27,121 @@ def keyframes_from_seeds(space: LatentSpace, seeds: Sequence[int]) -> np.ndarray
     return keys
 
 
+def load_keyframe(path: str, w_dim: int, num_layers: int) -> np.ndarray:
+    """A saved latent: a ``.npy`` file holding a float array ``[w_dim]`` or
+    ``[num_layers, w_dim]`` (read with ``allow_pickle=False``: nothing in it is executed).
+
+    Returns float32 of the file's shape. Raises ``ValueError`` (a one-line reason) if the file
+    is missing, unreadable, not numeric, not finite or of another shape.
+    """
+    try:
+        a = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise ValueError(f"keyframe file {path} not found") from None
+    except (OSError, ValueError, EOFError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"keyframe file {path} is not a readable .npy array ({reason})") from None
+    if not isinstance(a, np.ndarray) or a.dtype.kind not in "fiu":
+        raise ValueError(f"keyframe file {path} must hold numbers, not {a.dtype}")
+    if a.shape not in ((w_dim,), (num_layers, w_dim)):
+        raise ValueError(f"keyframe file {path} has shape {list(a.shape)}; this generator needs "
+                         f"[{w_dim}] or [{num_layers}, {w_dim}]")
+    a = a.astype(np.float32)
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"keyframe file {path} holds NaN or infinite values")
+    return a
+
+
+def keyframes_from_list(space: LatentSpace, keys: Sequence) -> np.ndarray:
+    """Keyframes from seeds (ints) and ``.npy`` paths (strs), in order.
+
+    float32 ``[n, w_dim]``, or ``[n, num_layers * w_dim]`` (each row a flattened w_plus) as
+    soon as one file holds a per-layer latent; ``[w_dim]`` keyframes are then repeated on every
+    layer. Raises ``ValueError`` for a bad file.
+    """
+    wd, nl = int(space.w_dim), int(space.num_layers)
+    rows = [np.asarray(space.seed_to_w(int(k)), dtype=np.float32).reshape(wd)
+            if not isinstance(k, str) else load_keyframe(k, wd, nl) for k in keys]
+    if all(r.ndim == 1 for r in rows):
+        return np.stack(rows).astype(np.float32)
+    out = np.empty((len(rows), nl, wd), dtype=np.float32)
+    for i, r in enumerate(rows):
+        out[i] = r
+    return out.reshape(len(rows), nl * wd)
+
+
+def lfo_value(shape: str, cycles: float, seed: int = 0) -> float:
+    """A low-frequency oscillator at ``cycles`` (cycle count; its fraction is the phase), 0..1.
+
+    ``sine``: 0.5 + 0.5 sin(2 pi f) (starts at 0.5, rising); ``triangle``: 0 -> 1 -> 0;
+    ``saw``: rises 0 -> 1 then drops; ``square``: 1 for the first half, 0 for the second;
+    ``random``: a new value every cycle, held (deterministic in ``seed`` and the cycle number).
+    """
+    f = cycles - math.floor(cycles)
+    if shape == "sine":
+        return 0.5 + 0.5 * math.sin(2.0 * math.pi * f)
+    if shape == "triangle":
+        return 1.0 - abs(1.0 - 2.0 * f)
+    if shape == "saw":
+        return f
+    if shape == "square":
+        return 1.0 if f < 0.5 else 0.0
+    if shape == "random":
+        return _hash01(int(seed), int(math.floor(cycles)))
+    raise ValueError(f"unknown lfo shape {shape!r}")
+
+
+def _hash01(seed: int, n: int) -> float:
+    """A well-mixed 64-bit hash (splitmix64) of ``(seed, n)`` as a float in [0, 1)."""
+    m = (1 << 64) - 1
+    z = (seed * 0x9E3779B97F4A7C15 + n * 0xBF58476D1CE4E5B9 + 0x94D049BB133111EB) & m
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & m
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & m
+    z ^= z >> 31
+    return (z >> 11) / float(1 << 53)
+
+
+class Motion:
+    """A bounded random drift in w (Lucid Sonic Dreams' "motion"), advanced once per hop.
+
+    Every dimension moves in its own direction (+1 or -1, from ``seed``) by
+    ``rate * (1 + jitter * u)`` per hop with ``u`` uniform in -1..1 drawn fresh each hop; a
+    dimension that reaches ``+-bound`` turns back. ``offset`` (float64 ``[w_dim]``) is what gets
+    added to w. No allocation per step.
+    """
+
+    def __init__(self, w_dim: int, jitter: float, bound: float, seed: int):
+        rng = np.random.default_rng(int(seed))
+        self.direction = np.where(rng.random(w_dim) < 0.5, -1.0, 1.0)
+        self.offset = np.zeros(w_dim, dtype=np.float64)
+        self.jitter = float(jitter)
+        self.bound = float(bound)
+        self._rng = np.random.default_rng(int(seed) + 1)
+        self._step = np.empty(w_dim, dtype=np.float64)
+        self._over = np.empty(w_dim, dtype=bool)
+
+    def step(self, rate: float) -> None:
+        """Move by ``rate`` (w units per hop, >= 0 for forward) with jitter, then bounce."""
+        st = self._step
+        self._rng.random(out=st)
+        st *= 2.0 * self.jitter
+        st += 1.0 - self.jitter
+        st *= self.direction
+        st *= rate
+        self.offset += st
+        b = self.bound
+        np.greater(self.offset, b, out=self._over)
+        self.direction[self._over] = -1.0
+        np.less(self.offset, -b, out=self._over)
+        self.direction[self._over] = 1.0
+        np.clip(self.offset, -b, b, out=self.offset)
+
+
 def latent_spread(space: LatentSpace, keys: np.ndarray) -> float:
     """RMS per-dimension distance of w from ``w_avg`` (> 0), over the keyframes and a few
     fixed extra seeds: the "typical spread" that scales push directions."""
     w_avg = np.asarray(space.w_avg, dtype=np.float64)
+    keys = np.asarray(keys).reshape(-1, space.w_dim)
     extra = [np.asarray(space.seed_to_w(s), dtype=np.float64)
              for s in _SPREAD_SEEDS[: max(0, 16 - len(keys))]]
     samples = np.concatenate([np.asarray(keys, dtype=np.float64)] + [e[None] for e in extra])
@@ -79,20 +190,26 @@ def blend_matrix(n_keys: int, n_bins: int) -> np.ndarray:
 
 
 class Walk:
-    """Cyclic interpolation through keyframes (``interp`` = ``"linear"`` or ``"slerp"``).
+    """Cyclic interpolation through keyframes (``interp`` = ``"linear"``, ``"slerp"`` or
+    ``"spline"``).
 
     Slerp works on the offsets ``w - w_avg`` (the spherical path keeps the picture's "energy"
     instead of cutting through the blander middle of the space); it falls back to linear where
-    two keyframes point the same way. Per-segment constants are computed once here.
+    two keyframes point the same way. ``spline`` is a closed uniform Catmull-Rom curve: it passes
+    through every keyframe with a continuous velocity, also where the loop joins. Per-segment
+    constants are computed once here. ``w_avg`` is tiled when keys are flattened w_plus rows.
     """
 
     def __init__(self, keys: np.ndarray, interp: str, w_avg: np.ndarray):
-        if interp not in ("linear", "slerp"):
+        if interp not in ("linear", "slerp", "spline"):
             raise ValueError(f"unknown interpolation {interp!r}")
         self.keys = np.ascontiguousarray(keys, dtype=np.float32)
         self.n = len(self.keys)
         self.interp = interp
-        self.w_avg = np.asarray(w_avg, dtype=np.float32).reshape(-1)
+        w_avg = np.asarray(w_avg, dtype=np.float32).reshape(-1)
+        if self.keys.shape[1] != w_avg.shape[0]:
+            w_avg = np.tile(w_avg, self.keys.shape[1] // w_avg.shape[0])
+        self.w_avg = w_avg
         self._off = (self.keys - self.w_avg).astype(np.float64)
         nxt = np.roll(self._off, -1, axis=0)
         na = np.linalg.norm(self._off, axis=1)
@@ -109,6 +226,18 @@ class Walk:
             k = self.n - 1
         t = p - k
         a, b = self.keys[k], self.keys[(k + 1) % self.n]
+        if self.interp == "spline":
+            n = self.n
+            t2, t3 = t * t, t * t * t
+            coeffs = ((-0.5 * t3 + t2 - 0.5 * t, (k - 1) % n),
+                      (1.5 * t3 - 2.5 * t2 + 1.0, k),
+                      (-1.5 * t3 + 2.0 * t2 + 0.5 * t, (k + 1) % n),
+                      (0.5 * t3 - 0.5 * t2, (k + 2) % n))
+            out[:] = 0.0
+            for c, j in coeffs:
+                np.multiply(self.keys[j], np.float32(c), out=self._tmp)
+                out += self._tmp
+            return out
         omega = self._omega[k]
         if self.interp == "slerp" and omega > 1e-4 and math.sin(omega) > 1e-6:
             s = math.sin(omega)

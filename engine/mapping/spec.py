@@ -32,13 +32,20 @@ SCALAR_FEATURES = (
 VECTOR_FEATURES = {"chroma": 12}
 #: Sources that exist only when ``[clock] bpm`` is set.
 CLOCK_SOURCES = ("beat", "beat_phase", "bar_phase")
+#: Features a live tempo tracker may send; when present they replace the clock's own beat.
+TEMPO_FEATURES = ("bpm", "beat_phase")
 #: Always-present sources that are not features.
 TIME_SOURCES = ("time",)
 
 LAYER_GROUPS = ("coarse", "middle", "fine", "all")
-INTERPOLATIONS = ("linear", "slerp")
-TARGETS = ("latent.push", "latent.blend", "latent.speed", "truncation", "noise",
-           "shader.<effect>.<input>")
+INTERPOLATIONS = ("linear", "slerp", "spline")
+LFO_SHAPES = ("sine", "triangle", "saw", "square", "random")
+CURVES = ("linear", "exp", "smoothstep")
+BOUNDS = ("clamp", "bounce", "wrap")
+TARGETS = ("latent.push", "latent.blend", "latent.pull", "latent.motion", "latent.speed",
+           "truncation", "noise", "shader.<effect>.<input>")
+#: Most keyframes a mapping may have.
+MAX_KEYS = 256
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _EFFECT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*\Z")
@@ -70,11 +77,49 @@ class WalkSpec:
 
 
 @dataclass
+class LfoSpec:
+    """``[lfo] <name> = { shape, hz | beats | bars, phase, seed }``: the source ``lfo.<name>``,
+    0..1. ``rate`` is cycles per second (``unit == "hz"``) or the cycle length in beats/bars."""
+
+    name: str
+    shape: str = "sine"
+    unit: str = "hz"               # "hz" | "beats" | "bars"
+    rate: float = 1.0
+    phase: float = 0.0             # 0..1, added to the cycle position
+    seed: int = 0                  # random: which sequence of held values
+    line: int | None = None
+
+
+@dataclass
+class MotionSpec:
+    """``[latent] motion``: a bounded random drift of w, one direction per dimension.
+
+    ``speed``: typical spreads (see ``latent_spread``) per second at motion 1; ``jitter`` 0..1:
+    per-hop random variation of each dimension's step; ``bound``: how far (in spreads, per
+    dimension) w may drift from the walk before that dimension turns back."""
+
+    speed: float = 0.25
+    jitter: float = 0.5
+    bound: float = 1.0
+    seed: int = 0
+    layers: Union[str, tuple[int, int]] = "all"
+    line: int | None = None
+
+
+@dataclass
 class LatentSpec:
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
     walk: WalkSpec = field(default_factory=WalkSpec)
     truncation: float = 1.0
     noise: float = 0.0
+    #: keyframes in order: an int is a seed, a str an absolute path to a ``.npy`` file
+    keys: list[Union[int, str]] = field(default_factory=list)
+    keys_line: int | None = None
+    motion: MotionSpec | None = None
+
+    def key_list(self) -> list[Union[int, str]]:
+        """The keyframes in order (seeds as ints, files as paths)."""
+        return list(self.keys) if self.keys else list(self.seeds)
 
 
 @dataclass
@@ -111,6 +156,14 @@ class RouteSpec:
     smooth: TimeShape | None = None
     envelope: TimeShape | None = None
     threshold: float | None = None
+    gate: ex.Node | None = None        # the value is 0 while this is <= 0.5
+    hold: ex.Node | None = None        # sample-and-hold: latch on a rising edge through 0.5
+    normalize_s: float | None = None   # running min/max window (seconds)
+    quantize_beats: float | None = None  # latch once every that many beats
+    curve: str = "linear"              # linear | exp | smoothstep
+    curve_k: float = 4.0               # steepness of the exp curve
+    integrate: tuple[float, float, str] | None = None   # (lo, hi, clamp|bounce|wrap)
+    key: int | None = None             # latent.pull: the keyframe index
     key_lines: dict[str, int] = field(default_factory=dict)
 
     def line_of(self, key: str) -> int | None:
@@ -131,6 +184,7 @@ class MappingSpec:
     beats_per_bar: int = 4
     beat_offset: float = 0.0        # seconds: where beat 0 falls on the audio clock
     latent: LatentSpec = field(default_factory=LatentSpec)
+    lfos: dict[str, LfoSpec] = field(default_factory=dict)
     shader_chain: list[str] = field(default_factory=list)
     routes: list[RouteSpec] = field(default_factory=list)
     lines: "LineIndex | None" = None
@@ -316,15 +370,20 @@ def parse_mapping(text: str, path: str | Path = "<string>") -> MappingSpec:
 # ---------------------------------------------------------------------------------------------
 # Validation
 
-_TOP_KEYS = ("meta", "params", "clock", "latent", "shaders", "route")
+_TOP_KEYS = ("meta", "params", "clock", "lfo", "latent", "shaders", "route")
 _META_KEYS = ("name", "generator", "description", "author")
 _CLOCK_KEYS = ("bpm", "beats_per_bar", "offset")
-_LATENT_KEYS = ("keyframes", "walk", "truncation", "noise")
+_LATENT_KEYS = ("keyframes", "walk", "truncation", "noise", "motion")
+_KEYFRAME_KEYS = ("seeds", "files")
+_LFO_KEYS = ("shape", "hz", "beats", "bars", "phase", "seed")
+_MOTION_KEYS = ("speed", "jitter", "bound", "seed", "layers")
+_INTEGRATE_KEYS = ("min", "max", "bounds")
 _WALK_KEYS = ("seconds_per_key", "beats_per_key", "bars_per_key", "interp")
 _SHADER_KEYS = ("chain",)
 _PARAM_KEYS = ("default", "min", "max")
-_ROUTE_KEYS = ("from", "to", "direction", "layers", "amount", "gain", "offset", "power", "range",
-               "clamp", "smooth", "envelope", "threshold")
+_ROUTE_KEYS = ("from", "to", "direction", "layers", "amount", "key", "gain", "offset", "power",
+               "curve", "range", "clamp", "smooth", "envelope", "threshold", "gate", "hold",
+               "normalize", "quantize", "integrate")
 _TIME_KEYS = ("attack_ms", "release_ms")
 _MAX_MS = 60_000.0
 
@@ -427,6 +486,7 @@ class _SpecParser:
         self.meta(d.get("meta", {}), spec)
         self.clock(d.get("clock", {}), spec)
         spec.params = self.params(d.get("params", {}))
+        spec.lfos = self.lfos(d.get("lfo", {}), spec)
         spec.latent = self.latent(d.get("latent", {}), spec)
         spec.shader_chain = self.shaders(d.get("shaders", {}))
         spec.routes = [self.route(i, r, spec) for i, r in enumerate(d.get("route", []))]
@@ -491,22 +551,119 @@ class _SpecParser:
             out[name] = ParamSpec(name, default, lo, hi, self.lines.line(*where))
         return out
 
+    def lfos(self, t: dict, spec: MappingSpec) -> dict[str, LfoSpec]:
+        out: dict[str, LfoSpec] = {}
+        for name, value in t.items():
+            where = ("lfo", name)
+            what = f"lfo.{name}"
+            if not _IDENT.match(name):
+                raise self.fail(f"lfo name {name!r} must be letters, digits and _ "
+                                "(not starting with a digit)", *where)
+            v = self.table(value, f"{what} (e.g. {{ shape = \"sine\", hz = 0.25 }})", *where)
+            self.keys(v, _LFO_KEYS, what, *where)
+            lfo = LfoSpec(name, line=self.lines.line(*where))
+            if "shape" in v:
+                lfo.shape = self.string(v["shape"], f"{what}.shape", *where, choices=LFO_SHAPES)
+            units = [k for k in ("hz", "beats", "bars") if k in v]
+            if len(units) != 1:
+                raise self.fail(f"{what} needs exactly one of hz, beats, bars"
+                                + (f" (got {', '.join(units)})" if units else ""), *where)
+            lfo.unit = units[0]
+            lfo.rate = self.number(v[lfo.unit], f"{what}.{lfo.unit}", *where, positive=True,
+                                   hi=1e6)
+            if lfo.unit != "hz" and spec.bpm is None:
+                raise self.fail(f"{what}.{lfo.unit} needs [clock] bpm", *where)
+            if "phase" in v:
+                lfo.phase = self.number(v["phase"], f"{what}.phase", *where, lo=0.0, hi=1.0)
+            if "seed" in v:
+                lfo.seed = self.integer(v["seed"], f"{what}.seed", *where, lo=0, hi=2**32 - 1)
+            out[name] = lfo
+        return out
+
+    def layers(self, lv: Any, what: str, *where: Any) -> Union[str, tuple[int, int]]:
+        if isinstance(lv, list):
+            if len(lv) != 2:
+                raise self.fail("layers must be a group name or [first, last]", *where)
+            a = self.integer(lv[0], "layers first", *where, lo=0, hi=4096)
+            b = self.integer(lv[1], "layers last", *where, lo=0, hi=4096)
+            if a > b:
+                raise self.fail(f"layers [{a}, {b}]: first must not exceed last", *where)
+            return (a, b)
+        return self.string(lv, f"{what} 'layers'", *where, choices=LAYER_GROUPS)
+
+    def keyframe_file(self, f: Any, *where: Any) -> str:
+        self.string(f, "each keyframe file", *where)
+        if not f.endswith(".npy"):
+            raise self.fail(f"keyframe file {f!r} must be a .npy file", *where)
+        base = Path(self.path).parent if self.path != "<string>" else Path(".")
+        return str((base / f).resolve())
+
+    def keyframes(self, value: Any, lat: LatentSpec) -> None:
+        where = ("latent", "keyframes")
+        lat.keys_line = self.lines.line(*where)
+        hint = "{ seeds = [1, 2, 3] }, { files = [\"a.npy\"] } or [1, \"a.npy\", 2]"
+        keys: list[Union[int, str]] = []
+        if isinstance(value, list):
+            for k in value:
+                if isinstance(k, str):
+                    keys.append(self.keyframe_file(k, *where))
+                elif isinstance(k, int) and not isinstance(k, bool):
+                    keys.append(self.integer(k, "each keyframe seed", *where, lo=0, hi=2**32 - 1))
+                else:
+                    raise self.fail(f"each keyframe must be a seed (integer) or a .npy file name "
+                                    f"(string), not {_type_name(k)}", *where)
+        else:
+            kf = self.table(value, f"latent.keyframes (e.g. {hint})", *where)
+            self.keys(kf, _KEYFRAME_KEYS, "latent.keyframes", *where)
+            if not kf:
+                raise self.fail(f"latent.keyframes is empty (e.g. {hint})", *where)
+            seeds = kf.get("seeds", [])
+            if not isinstance(seeds, list) or ("seeds" in kf and not seeds):
+                raise self.fail("latent.keyframes.seeds must be a non-empty array of integers",
+                                *where)
+            files = kf.get("files", [])
+            if not isinstance(files, list) or ("files" in kf and not files):
+                raise self.fail("latent.keyframes.files must be a non-empty array of .npy file "
+                                "names", *where)
+            if len(seeds) + len(files) > MAX_KEYS:
+                raise self.fail(f"latent.keyframes: at most {MAX_KEYS} keyframes", *where)
+            keys = [self.integer(s, "each keyframe seed", *where, lo=0, hi=2**32 - 1)
+                    for s in seeds]
+            keys += [self.keyframe_file(f, *where) for f in files]
+        if not keys:
+            raise self.fail("latent.keyframes must name at least one keyframe", *where)
+        if len(keys) > MAX_KEYS:
+            raise self.fail(f"latent.keyframes: at most {MAX_KEYS} keyframes", *where)
+        if all(isinstance(k, int) for k in keys):
+            lat.seeds = list(keys)          # the v1 form, kept for callers that read seeds
+        else:
+            lat.keys = keys
+
+    def motion(self, value: Any) -> MotionSpec:
+        where = ("latent", "motion")
+        what = "latent.motion"
+        m = self.table(value, f"{what} (e.g. {{ speed = 0.3, jitter = 0.5, bound = 1 }})", *where)
+        self.keys(m, _MOTION_KEYS, what, *where)
+        ms = MotionSpec(line=self.lines.line(*where))
+        if "speed" in m:
+            ms.speed = self.number(m["speed"], f"{what}.speed", *where, lo=0.0, hi=100.0)
+        if "jitter" in m:
+            ms.jitter = self.number(m["jitter"], f"{what}.jitter", *where, lo=0.0, hi=1.0)
+        if "bound" in m:
+            ms.bound = self.number(m["bound"], f"{what}.bound", *where, positive=True, hi=100.0)
+        if "seed" in m:
+            ms.seed = self.integer(m["seed"], f"{what}.seed", *where, lo=0, hi=2**32 - 1)
+        if "layers" in m:
+            ms.layers = self.layers(m["layers"], what, *where)
+        return ms
+
     def latent(self, t: dict, spec: MappingSpec) -> LatentSpec:
         self.keys(t, _LATENT_KEYS, "[latent]", "latent")
         lat = LatentSpec()
         if "keyframes" in t:
-            where = ("latent", "keyframes")
-            kf = self.table(t["keyframes"], "latent.keyframes (e.g. { seeds = [1, 2, 3] })",
-                            *where)
-            self.keys(kf, ("seeds",), "latent.keyframes", *where)
-            seeds = kf.get("seeds")
-            if not isinstance(seeds, list) or not seeds:
-                raise self.fail("latent.keyframes.seeds must be a non-empty array of integers",
-                                *where)
-            if len(seeds) > 256:
-                raise self.fail("latent.keyframes.seeds: at most 256 keyframes", *where)
-            lat.seeds = [self.integer(s, "each keyframe seed", *where, lo=0, hi=2**32 - 1)
-                         for s in seeds]
+            self.keyframes(t["keyframes"], lat)
+        if "motion" in t:
+            lat.motion = self.motion(t["motion"])
         walk = WalkSpec(line=self.lines.line("latent"))
         if "walk" in t:
             where = ("latent", "walk")
@@ -591,10 +748,12 @@ class _SpecParser:
         r.key_lines = {k: self.lines.line(*at(k)) for k in t}
 
         # target-specific keys
-        only = {"direction": "push", "layers": "push", "amount": "blend"}
+        only = {"direction": ("push",), "layers": ("push", "pull"), "amount": ("blend",),
+                "key": ("pull",)}
         for key, needs in only.items():
-            if key in t and kind != needs:
-                raise self.fail(f"{what}: '{key}' only applies to latent.{needs}", *at(key))
+            if key in t and kind not in needs:
+                raise self.fail(f"{what}: '{key}' only applies to "
+                                f"{' and '.join('latent.' + n for n in needs)}", *at(key))
         if kind == "push":
             if "direction" not in t:
                 raise self.fail(f"{what}: latent.push needs direction = {{ seed = N }}", *at())
@@ -606,21 +765,14 @@ class _SpecParser:
                                 *at("direction"))
             r.direction_seed = self.integer(d["seed"], "direction.seed", *at("direction"),
                                             lo=0, hi=2**32 - 1)
-            if "layers" in t:
-                lv = t["layers"]
-                if isinstance(lv, list):
-                    if len(lv) != 2:
-                        raise self.fail("layers must be a group name or [first, last]",
-                                        *at("layers"))
-                    a = self.integer(lv[0], "layers first", *at("layers"), lo=0, hi=4096)
-                    b = self.integer(lv[1], "layers last", *at("layers"), lo=0, hi=4096)
-                    if a > b:
-                        raise self.fail(f"layers [{a}, {b}]: first must not exceed last",
-                                        *at("layers"))
-                    r.layers = (a, b)
-                else:
-                    r.layers = self.string(lv, f"{what} 'layers'", *at("layers"),
-                                           choices=LAYER_GROUPS)
+        if "layers" in t:
+            r.layers = self.layers(t["layers"], what, *at("layers"))
+        if kind == "pull":
+            if "key" not in t:
+                raise self.fail(f"{what}: latent.pull needs key = N (a keyframe index, from 0)",
+                                *at())
+            n = len(spec.latent.key_list())
+            r.key = self.integer(t["key"], f"{what} 'key'", *at("key"), lo=0, hi=n - 1)
         if "amount" in t:
             a = t["amount"]
             if isinstance(a, str):
@@ -657,6 +809,57 @@ class _SpecParser:
         if "envelope" in t:
             r.envelope = self.time_shape(t["envelope"], f"{what} 'envelope'", at("envelope"),
                                          shorthand=False, default_release=250.0)
+        for key in ("gate", "hold"):
+            if key in t:
+                text = self.string(t[key], f"{what} '{key}' (an expression)", *at(key))
+                node = self.expression(text, f"{what} '{key}'", at(key))
+                self.check_sources(node, spec, f"{what} '{key}'", at(key))
+                setattr(r, key, node)
+        if "normalize" in t:
+            n = self.table(t["normalize"], f"{what} 'normalize' (e.g. {{ window_s = 10 }})",
+                           *at("normalize"))
+            self.keys(n, ("window_s",), f"{what} 'normalize'", *at("normalize"))
+            r.normalize_s = self.number(n.get("window_s", 10.0), f"{what} normalize.window_s",
+                                        *at("normalize"), positive=True, hi=3600.0)
+        if "quantize" in t:
+            if spec.bpm is None:
+                raise self.fail(f"{what} 'quantize' needs [clock] bpm", *at("quantize"))
+            q = t["quantize"]
+            if isinstance(q, dict):
+                self.keys(q, ("beats",), f"{what} 'quantize'", *at("quantize"))
+                q = q.get("beats", 1)
+            r.quantize_beats = self.number(q, f"{what} 'quantize' (beats)", *at("quantize"),
+                                           positive=True, hi=1e4)
+        if "curve" in t:
+            c = t["curve"]
+            if isinstance(c, dict):
+                self.keys(c, ("exp",), f"{what} 'curve'", *at("curve"))
+                if "exp" not in c:
+                    raise self.fail(f"{what} 'curve' table needs exp = k", *at("curve"))
+                r.curve = "exp"
+                r.curve_k = self.number(c["exp"], f"{what} curve.exp", *at("curve"),
+                                        lo=-50.0, hi=50.0)
+                if r.curve_k == 0.0:
+                    r.curve = "linear"
+            else:
+                r.curve = self.string(c, f"{what} 'curve'", *at("curve"), choices=CURVES)
+        if "integrate" in t:
+            g = t["integrate"]
+            if g is True:
+                g = {}
+            g = self.table(g, f"{what} 'integrate' (e.g. {{ min = 0, max = 1, bounds = "
+                              f"\"bounce\" }})", *at("integrate"))
+            self.keys(g, _INTEGRATE_KEYS, f"{what} 'integrate'", *at("integrate"))
+            lo = self.number(g.get("min", 0.0), f"{what} integrate.min", *at("integrate"))
+            hi = self.number(g.get("max", 1.0), f"{what} integrate.max", *at("integrate"))
+            if not lo < hi:
+                raise self.fail(f"{what} integrate: min must be below max", *at("integrate"))
+            mode = self.string(g.get("bounds", "clamp"), f"{what} integrate.bounds",
+                               *at("integrate"), choices=BOUNDS)
+            r.integrate = (lo, hi, mode)
+        if r.vector is not None and (r.integrate or r.quantize_beats or r.normalize_s):
+            raise self.fail(f"{what}: integrate, quantize and normalize apply to scalar routes "
+                            "only", *at())
         return r
 
     def time_shape(self, value: Any, what: str, where: tuple, shorthand: bool,
@@ -675,6 +878,7 @@ class _SpecParser:
 
     def target(self, to: str, spec: MappingSpec, where: tuple) -> tuple[str, str | None]:
         fixed = {"latent.push": "push", "latent.blend": "blend", "latent.speed": "speed",
+                 "latent.pull": "pull", "latent.motion": "motion",
                  "truncation": "truncation", "noise": "noise"}
         if to in fixed:
             return fixed[to], None
@@ -725,6 +929,10 @@ class _SpecParser:
                 continue
             if name in CLOCK_SOURCES:
                 raise self.fail(f"{what}: source {name!r} needs [clock] bpm", *where)
+            if name.startswith("lfo."):
+                declared = [f"lfo.{p}" for p in spec.lfos]
+                raise self.fail(f"{what}: unknown lfo {name!r} (declare it in [lfo])"
+                                f"{suggest(name, declared)}", *where)
             if name.startswith("param."):
                 declared = [f"param.{p}" for p in spec.params]
                 raise self.fail(f"{what}: unknown parameter {name!r} (declare it in [params])"
@@ -738,4 +946,5 @@ def source_names(spec: MappingSpec) -> list[str]:
     if spec.bpm is not None:
         names += list(CLOCK_SOURCES)
     names += [f"param.{p}" for p in spec.params]
+    names += [f"lfo.{p}" for p in spec.lfos]
     return names
