@@ -137,6 +137,16 @@ def load_audio(path) -> tuple[np.ndarray, int]:
 
 # --- playback ------------------------------------------------------------------------------------
 
+def _close_stream(stream) -> None:
+    """Stop and close a sounddevice stream (None is fine); close even if stopping fails."""
+    if stream is None:
+        return
+    try:
+        stream.stop()
+    finally:
+        stream.close()
+
+
 class FilePlayer:
     """Plays samples out loud and feeds their mono mix into :attr:`ring`, block by block.
 
@@ -286,12 +296,8 @@ class FilePlayer:
 
     def stop(self) -> None:
         """Stop playback (``start()`` resumes where it stopped)."""
-        stream, self._stream = self._stream, None
-        if stream is not None:
-            try:
-                stream.stop()
-            finally:
-                stream.close()
+        _close_stream(self._stream)
+        self._stream = None
         thread, self._thread = self._thread, None
         if thread is not None:
             self._stop.set()
@@ -409,12 +415,8 @@ class LiveInput:
 
     def stop(self) -> None:
         """Stop capturing and close the stream."""
-        stream, self._stream = self._stream, None
-        if stream is not None:
-            try:
-                stream.stop()
-            finally:
-                stream.close()
+        _close_stream(self._stream)
+        self._stream = None
 
     def __enter__(self) -> "LiveInput":
         self.start()
