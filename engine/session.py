@@ -174,6 +174,7 @@ class Session:
         self.runner = GeneratorRunner(self.generator, device=device, threaded=threaded)
         self.renderer = None
         self._pending_mapping = None
+        self._queued: Path | None = None
         self._loader: threading.Thread | None = None
         self.last_error: str | None = None
 
@@ -203,6 +204,7 @@ class Session:
         """Compile a mapping file off the frame loop; :meth:`apply_reload` swaps it in later."""
         path = Path(path) if path else self.mapping_path
         if self._loader is not None and self._loader.is_alive():
+            self._queued = path  # the latest request wins; started once this one is swapped in
             return
 
         def work():
@@ -221,6 +223,10 @@ class Session:
         pending, self._pending_mapping = self._pending_mapping, None
         if pending is None:
             return False
+        if self._queued is not None:
+            queued, self._queued = self._queued, None
+            self._loader = None
+            self.request_reload(queued)
         path, result = pending
         if isinstance(result, Exception):
             self.last_error = str(result)

@@ -146,3 +146,20 @@ def test_shader_targets_are_checked_against_the_chain(tmp_path):
         check_uniform_targets(default.mapping, chain_inputs(default.mapping.shader_chain, SHADER_DIR))
     finally:
         default.close()
+
+
+def test_a_reload_asked_for_during_another_is_not_lost(tmp_path, song):
+    samples, sr = song
+    first = write(tmp_path / "a.toml", GOOD.format(name="a"))
+    second = write(tmp_path / "b.toml", GOOD.format(name="b"))
+    s = Session(sr, first, size=SIZE, threaded=False)
+    try:
+        s.request_reload(first)
+        s.request_reload(second)  # arrives while the first is (or may be) compiling
+        deadline = time.monotonic() + 20
+        while s.mapping.name != "b" and time.monotonic() < deadline:
+            s.apply_reload()
+            time.sleep(0.01)
+        assert s.mapping.name == "b"
+    finally:
+        s.close()
