@@ -46,6 +46,8 @@ TARGETS = ("latent.push", "latent.blend", "latent.pull", "latent.motion", "laten
            "truncation", "noise", "shader.<effect>.<input>")
 #: Most keyframes a mapping may have.
 MAX_KEYS = 256
+#: Largest mapping text (characters) the parser reads.
+MAX_TEXT = 1_000_000
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _EFFECT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*\Z")
@@ -347,8 +349,13 @@ _TOML_END = re.compile(r"\s*\(at end of document\)\s*$")
 def parse_mapping(text: str, path: str | Path = "<string>") -> MappingSpec:
     """Parse mapping TOML text into a validated :class:`MappingSpec`."""
     path = str(path)
+    if len(text) > MAX_TEXT:
+        raise MappingError(f"mapping file is too large ({len(text)} characters; at most "
+                           f"{MAX_TEXT})", path)
     try:
         data = tomllib.loads(text)
+    except RecursionError:
+        raise MappingError("TOML nesting is too deep", path) from None
     except tomllib.TOMLDecodeError as e:
         msg = str(e).splitlines()[0] if str(e) else "invalid TOML"
         line = getattr(e, "lineno", None)
