@@ -26,6 +26,9 @@ from engine.session import FrameStats, Session
 
 log = logging.getLogger("lj.live")
 
+LATE_MIN_S = 0.05   # never hold a frame for a generator that is late by less than this
+LATE_FACTOR = 4.0   # ... or by less than this many of its recent frame times
+
 OVERLAY_FEATURES = ("level", "bass", "mid", "treb", "bass_att", "flux", "onset_low", "centroid")
 
 
@@ -131,6 +134,7 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None) -> FrameSt
         started = time.perf_counter()
         prev = None
         frame_no = 0
+        gen_ema = 0.0
         while not stop.set:
             t0 = time.perf_counter()
             if window is not None:
@@ -156,7 +160,9 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None) -> FrameSt
             session.apply_reload()
 
             params = session.params_at(source.ring, source.position, snap.params)
-            session.runner.submit(params)
+            runner = session.runner
+            if runner.idle:  # a slow frame still in the works is not waited for here
+                runner.submit(params)
             if prev is not None:
                 session.draw(*prev)
                 if window is not None:
@@ -169,10 +175,14 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None) -> FrameSt
                     window.swap()
             if sender is not None:
                 sender.send_features(session.analysis.features, params.t)
-            prev = (session.runner.result(), params)
+            # Wait for the generator at most a few of its usual frame times: a generator that
+            # suddenly takes ten times longer holds the last good picture while the shaders, the
+            # overlay and OSC keep running on the current audio.
+            gen_ema = 0.9 * gen_ema + 0.1 * runner.last_gen_s
+            prev = (runner.result(timeout=max(LATE_MIN_S, LATE_FACTOR * gen_ema)), params)
             frame_no += 1
             stats.add(time.perf_counter() - t0)
-            stats.gen_times.append(session.runner.last_gen_s)
+            stats.gen_times.append(runner.last_gen_s)
             if getattr(source, "finished", False):
                 break
             if opts.max_frames is not None and frame_no >= opts.max_frames:

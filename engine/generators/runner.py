@@ -86,11 +86,16 @@ class GeneratorRunner:
         self._out_host = ([torch.zeros(h, w, 3, dtype=torch.uint8, pin_memory=True) for _ in range(2)]
                           if is_cuda else self._out_dev)
         self._out_np = [t.numpy() for t in self._out_host]  # host views handed to the renderer
-        self._slot = 0
+        self._shown = 1  # the slot whose frame was handed out last; generate() writes the other
         self._last_good: np.ndarray | None = None
         self._errors_seen: set[str] = set()
         self.error_count = 0
         self.last_gen_s = 0.0  # wall time of the last generate() call, seconds
+        self.late_frames = 0   # result() calls that timed out and held the last good frame
+        self._done_seq = 0     # jobs finished
+        self._taken_seq = 0    # jobs whose result was handed out
+        self._done_slot = 0
+        self._gen_slot = 0
 
         self._graph = None
         self._use_graph = bool(cuda_graph and is_cuda)
@@ -134,10 +139,11 @@ class GeneratorRunner:
     def generate(self, params: FrameParams) -> np.ndarray:
         """Generate one frame now, on the calling thread. Returns ``uint8 [h, w, 3]``.
 
-        The array is one of two alternating buffers: it stays valid until the frame after next.
+        The array is one of two output buffers: generate() always writes the one that was not
+        handed out last by :meth:`result`, so the frame being shown is never overwritten.
         """
-        slot = self._slot
-        self._slot ^= 1
+        slot = 1 - self._shown
+        self._gen_slot = slot
         self._w_host.numpy()[0] = params.w_plus
         self._psi_host.fill_(float(params.truncation))
         self._noise_host.fill_(float(params.noise))
@@ -185,14 +191,25 @@ class GeneratorRunner:
                 params, self._pending = self._pending, None
             frame = self._checked(params)
             with self._job:
-                self._done = frame
+                self._finish(frame)
                 self._busy = False
                 self._job.notify_all()
 
+    def _finish(self, frame: np.ndarray | None) -> None:
+        self._done = frame
+        self._done_slot = self._gen_slot
+        self._done_seq += 1
+
+    @property
+    def idle(self) -> bool:
+        """True when no frame is being generated (a :meth:`submit` would start at once)."""
+        return not self._busy
+
     def submit(self, params: FrameParams) -> None:
-        """Start generating ``params``; collect it with :meth:`result`."""
+        """Start generating ``params`` (waiting for the frame in progress, if any); collect the
+        result with :meth:`result`."""
         if not self.threaded:
-            self._done = self._checked(params)
+            self._finish(self._checked(params))
             return
         with self._job:
             while self._busy:
@@ -201,24 +218,45 @@ class GeneratorRunner:
             self._pending = params
             self._job.notify_all()
 
-    def result(self) -> np.ndarray:
-        """Wait for the frame submitted last. On failure, the last good frame (or black)."""
+    def result(self, timeout: float | None = None) -> np.ndarray:
+        """The frame submitted last, waiting for it (at most ``timeout`` seconds if given).
+
+        Returns the last good frame (black before the first) when the generator failed on that
+        frame, or when it is still working after ``timeout`` (counted in ``late_frames``): a slow
+        generator then holds the picture instead of stalling the loop, and its frame is returned
+        by a later call once it is done.
+        """
         if self.threaded:
             with self._job:
-                while self._busy:
-                    self._job.wait()
+                if timeout is None:
+                    while self._busy:
+                        self._job.wait()
+                else:
+                    deadline = time.monotonic() + timeout
+                    while self._busy:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            self.late_frames += 1
+                            return self._hold()
+                        self._job.wait(left)
+        if self._done_seq == self._taken_seq:
+            return self._hold()
+        self._taken_seq = self._done_seq
         frame = self._done
         if frame is not None:
+            self._shown = self._done_slot
             self._last_good = frame
             return frame
-        # The last good frame lives in an output slot the next frames will overwrite: keep a
-        # copy of it while the generator fails (allocates only on failure).
+        # The generator failed. The last good frame lives in an output slot the next frames may
+        # overwrite: keep a copy of it while the failures last (allocates only on failure).
+        if self._last_good is not None and any(self._last_good is a for a in self._out_np):
+            self._last_good = self._last_good.copy()
+        return self._hold()
+
+    def _hold(self) -> np.ndarray:
         if self._last_good is None:
             h, w = self.resolution
             self._last_good = np.zeros((h, w, 3), np.uint8)
-        elif not any(self._last_good is a for a in self._out_np):
-            return self._last_good
-        self._last_good = self._last_good.copy()
         return self._last_good
 
     def close(self) -> None:
