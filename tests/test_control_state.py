@@ -13,7 +13,7 @@ from engine.control.state import MAX_PARAMS, MAX_PENDING_TRIGGERS, ControlSnapsh
 
 
 def test_set_param_shows_in_snapshot_as_float():
-    c = Controls()
+    c = Controls(smoothing=0)
     assert c.set_param("speed", 0.25)
     assert c.set_param("count", 3)
     assert c.set_param("np", np.float32(1.5))
@@ -108,7 +108,7 @@ def test_stats_is_a_copy_with_the_documented_counters():
 
 
 def test_concurrent_writers_lose_nothing():
-    c = Controls()
+    c = Controls(smoothing=0)
     per_thread, n_threads = 50, 4
     got: list[str] = []
     done = threading.Event()

@@ -1,13 +1,17 @@
-"""OSC in (:class:`OscServer` -> :class:`~engine.control.state.Controls`) and out (:class:`OscSender`).
+"""OSC in: :class:`OscServer` receives UDP and writes into :class:`~engine.control.state.Controls`.
 
 Address space v1 (see ``docs/osc.md``)::
 
     in   /lj/param/<name>   f | i | d | h | T | F   set a live parameter (finite numbers only)
          /lj/trigger/<name> [value]                 fire a one-shot trigger (a 0/False value is ignored)
          /lj/mapping/load   s                       ask the show to load another mapping file
-    out  /lj/feature/<name> f            one scalar feature
-         /lj/feature/<name> f f f ...    one vector feature (e.g. chroma, 12 floats)
-         /lj/time           f            the frame's time on the audio clock (seconds)
+         /lj/get            s                       reply "<address> <value>" for every match
+         /lj/list                                   reply "/lj/list s s ..." (the address space)
+
+Addresses may be OSC 1.0 patterns (``/lj/param/*``, ``/lj/param/{speed,glow}``), matched against
+the known address space (:meth:`Controls.addresses`). Bundles time-tagged in the future are held in
+a bounded schedule and applied at their time by the server thread. Replies go back to the sender's
+address and port from the server's own socket, within a byte budget per second.
 
 The server owns one UDP socket and one daemon thread. Every datagram is checked and parsed inside a
 ``try``; anything malformed is counted, logged (rate-limited, logger ``lj.osc``) and dropped, and
@@ -18,42 +22,35 @@ paths plain strings.
 from __future__ import annotations
 
 import errno
+import heapq
+import itertools
 import logging
 import math
-import re
 import socket
-import struct
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
-import numpy as np
-from pythonosc.osc_packet import OscPacket
-from pythonosc.parsing import osc_types
-
+from engine.control.pattern import PatternError, is_pattern, match
+from engine.control.sender import OscSender
+from engine.control.space import (GET, LIST, MAPPING_LOAD, NAME_RE, PARAM_PREFIX, STATE_PREFIX,
+                                  TRIGGER_PREFIX)
 from engine.control.state import Controls
+from engine.control.wire import check_packet, encode_message, flatten, pack_datagrams
 from engine.errors import ControlError
+
+__all__ = ["OscServer", "OscSender"]
 
 log = logging.getLogger("lj.osc")
 
 #: How long the receive thread waits in ``recvfrom`` before checking whether to stop (seconds).
 POLL_INTERVAL = 0.05
-#: Bundles nested deeper than this are treated as malformed.
-MAX_BUNDLE_DEPTH = 8
-
-_PARAM_PREFIX = "/lj/param/"
-_TRIGGER_PREFIX = "/lj/trigger/"
-_MAPPING_LOAD = "/lj/mapping/load"
-# A name is one address segment: no '/', no OSC pattern characters, no spaces.
-_NAME_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
-
-_BUNDLE_PREFIX = b"#bundle\x00"
-_IMMEDIATELY = struct.pack(">Q", 1)
-_INT = struct.Struct(">i")
-_FLOAT = struct.Struct(">f")
-# Argument sizes (bytes) of the fixed-size OSC types; strings and blobs are walked separately.
-_FIXED_SIZES = {"i": 4, "f": 4, "r": 4, "m": 4, "c": 4, "d": 8, "h": 8, "t": 8,
-                "T": 0, "F": 0, "N": 0, "I": 0, "[": 0, "]": 0}
+#: At most this many messages wait in the schedule (future time tags); more are dropped.
+MAX_SCHEDULED = 1024
+#: Replies may use at most this many bytes per second (a burst of as much is allowed).
+REPLY_BYTES_PER_S = 256 * 1024
+#: Addresses per ``/lj/list`` reply message.
+LIST_CHUNK = 64
 
 
 class _RateLimitedLog:
@@ -65,7 +62,7 @@ class _RateLimitedLog:
         self._next = 0.0
         self._suppressed = 0
 
-    def warning(self, msg: str, *args: object) -> None:
+    def warning(self, msg: str, *args: object, **kw: object) -> None:
         now = time.monotonic()
         if now < self._next:
             self._suppressed += 1
@@ -73,64 +70,9 @@ class _RateLimitedLog:
         if self._suppressed:
             msg += " (%d similar suppressed)"
             args = (*args, self._suppressed)
-        self._log.warning(msg, *args)
+        self._log.warning(msg, *args, **kw)
         self._suppressed = 0
         self._next = now + self._interval
-
-
-def _check_message(dgram: bytes) -> str | None:
-    """Why ``dgram`` is not a well-formed OSC message, or None if it is.
-
-    Stricter than python-osc, which pads truncated numbers with zeros and skips unknown type tags.
-    """
-    address, index = osc_types.get_string(dgram, 0)
-    if not address.startswith("/"):
-        return "address does not start with '/'"
-    if index == len(dgram):
-        return None  # no type tag string: a message without arguments
-    tags, index = osc_types.get_string(dgram, index)
-    if not tags.startswith(","):
-        return "type tag string does not start with ','"
-    for tag in tags[1:]:
-        size = _FIXED_SIZES.get(tag)
-        if size is not None:
-            index += size
-        elif tag == "s" or tag == "S":
-            _, index = osc_types.get_string(dgram, index)
-        elif tag == "b":
-            _, index = osc_types.get_blob(dgram, index)
-        else:
-            return f"unknown type tag {tag!r}"
-        if index > len(dgram):
-            return "truncated arguments"
-    if index != len(dgram):
-        return "trailing bytes after the arguments"
-    return None
-
-
-def _check_packet(dgram: bytes, depth: int = 0) -> str | None:
-    """Why ``dgram`` is not a well-formed OSC message or bundle, or None if it is."""
-    if dgram.startswith(b"/"):
-        return _check_message(dgram)
-    if not dgram.startswith(_BUNDLE_PREFIX):
-        return "neither an OSC message nor a bundle"
-    if depth >= MAX_BUNDLE_DEPTH:
-        return "bundles nested too deep"
-    index = len(_BUNDLE_PREFIX) + 8  # the time tag
-    if index > len(dgram):
-        return "truncated bundle header"
-    while index < len(dgram):
-        if index + 4 > len(dgram):
-            return "truncated bundle element size"
-        (size,) = _INT.unpack_from(dgram, index)
-        index += 4
-        if size <= 0 or size % 4 or index + size > len(dgram):
-            return "bad bundle element size"
-        why = _check_packet(dgram[index:index + size], depth + 1)
-        if why is not None:
-            return why
-        index += size
-    return None
 
 
 def _param_value(args: list) -> float | None:
@@ -144,6 +86,24 @@ def _param_value(args: list) -> float | None:
         value = float(value)
         return value if math.isfinite(value) else None
     return None
+
+
+class _ReplyBudget:
+    """A token bucket of bytes: replies stop when a flood of queries would amplify traffic."""
+
+    def __init__(self, rate: float):
+        self.rate = rate
+        self._tokens = rate
+        self._last = time.monotonic()
+
+    def take(self, n: int) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self.rate, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if n > self._tokens:
+            return False
+        self._tokens -= n
+        return True
 
 
 class OscServer:
@@ -164,6 +124,11 @@ class OscServer:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._warn = _RateLimitedLog(log)
+        # (due on the monotonic clock, sequence, address, args, reply address)
+        self._schedule: list[tuple[float, int, str, list, tuple | None]] = []
+        self._schedule_lock = threading.Lock()
+        self._seq = itertools.count()
+        self._budget = _ReplyBudget(REPLY_BYTES_PER_S)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -178,7 +143,10 @@ class OscServer:
         log.info("OSC listening on %s", self.address)
 
     def stop(self, timeout: float = 2.0) -> None:
-        """Stop the thread (returns within about :data:`POLL_INTERVAL`) and close the socket."""
+        """Stop the thread (returns within about :data:`POLL_INTERVAL`) and close the socket.
+
+        Messages still waiting in the schedule are dropped.
+        """
         self._stop.set()
         thread, self._thread = self._thread, None
         if thread is not None:
@@ -186,6 +154,8 @@ class OscServer:
         sock, self._sock = self._sock, None
         if sock is not None:
             sock.close()
+        with self._schedule_lock:
+            self._schedule.clear()
 
     def __enter__(self) -> "OscServer":
         self.start()
@@ -216,6 +186,12 @@ class OscServer:
         """The counters of :attr:`controls` (a copy; see :attr:`Controls.stats`)."""
         return self.controls.stats
 
+    @property
+    def pending(self) -> int:
+        """How many messages wait in the schedule for their time tag."""
+        with self._schedule_lock:
+            return len(self._schedule)
+
     def _bind(self) -> socket.socket:
         port = self._requested_port
         if not 0 <= port <= 65535:
@@ -244,7 +220,9 @@ class OscServer:
     def _run(self) -> None:
         sock = self._sock
         while not self._stop.is_set():
+            self.run_due()
             try:
+                sock.settimeout(self._wait())
                 dgram, sender = sock.recvfrom(65535)
             except socket.timeout:
                 continue
@@ -255,170 +233,172 @@ class OscServer:
                 self._stop.wait(POLL_INTERVAL)
                 continue
             try:
-                self.handle_datagram(dgram, sender[0])
+                self.handle_datagram(dgram, sender)
             except Exception:  # a bug in handling must not kill the thread
                 self.controls.count("bad_packets")
                 self._warn.warning("OSC packet from %s could not be handled", sender[0], exc_info=True)
 
-    def handle_datagram(self, dgram: bytes, sender: str = "127.0.0.1") -> None:
-        """Check, parse and apply one datagram (what the thread does; public for reuse)."""
-        if self.allow is not None and sender not in self.allow:
+    def _wait(self) -> float:
+        """How long ``recvfrom`` may wait: until the next scheduled message, at most the poll interval."""
+        with self._schedule_lock:
+            due = self._schedule[0][0] if self._schedule else None
+        if due is None:
+            return POLL_INTERVAL
+        return min(POLL_INTERVAL, max(1e-4, due - time.monotonic()))
+
+    def run_due(self, now: float | None = None) -> int:
+        """Apply every scheduled message whose time has come; how many were applied."""
+        now = time.monotonic() if now is None else now
+        due = []
+        with self._schedule_lock:
+            while self._schedule and self._schedule[0][0] <= now:
+                due.append(heapq.heappop(self._schedule))
+        for _, _, address, args, reply_to in due:
+            try:
+                self._apply(address, args, reply_to)
+            except Exception:
+                self._warn.warning("scheduled OSC %s could not be handled", address[:200], exc_info=True)
+        return len(due)
+
+    def handle_datagram(self, dgram: bytes, sender: str | tuple = "127.0.0.1") -> None:
+        """Check, parse and apply (or schedule) one datagram (what the thread does; public for reuse).
+
+        ``sender`` is the sender's ``(ip, port)`` (replies go there) or just its IP (no replies).
+        """
+        ip, reply_to = (sender, None) if isinstance(sender, str) else (sender[0], tuple(sender[:2]))
+        if self.allow is not None and ip not in self.allow:
             self.controls.count("rejected_senders")
-            self._warn.warning("OSC packet from %s ignored (not in the allow list)", sender)
+            self._warn.warning("OSC packet from %s ignored (not in the allow list)", ip)
             return
         try:
-            why = _check_packet(dgram)
-            messages = OscPacket(dgram).messages if why is None else None
+            why = check_packet(dgram)
+            messages = flatten(dgram) if why is None else None
         except Exception as exc:  # python-osc raises ParseError, and UnicodeDecodeError on bad text
             why = f"{type(exc).__name__}: {exc}"
             messages = None
         if messages is None:
             self.controls.count("bad_packets")
-            self._warn.warning("malformed OSC packet from %s ignored (%d bytes): %s", sender, len(dgram), why)
+            self._warn.warning("malformed OSC packet from %s ignored (%d bytes): %s", ip, len(dgram), why)
             return
-        # Bundles arrive flattened; time tags are ignored (everything applies on arrival).
-        for timed in messages:
-            self._apply(timed.message.address, timed.message.params)
+        wall, mono = time.time(), time.monotonic()
+        for when, message in messages:
+            if when is None or when <= wall:
+                self._apply(message.address, message.params, reply_to)
+            else:
+                self._schedule_message(mono + (when - wall), message.address, message.params, reply_to)
 
-    def _apply(self, address: str, args: list) -> None:
+    def _schedule_message(self, due: float, address: str, args: list, reply_to: tuple | None) -> None:
+        with self._schedule_lock:
+            if len(self._schedule) < MAX_SCHEDULED:
+                heapq.heappush(self._schedule, (due, next(self._seq), address, args, reply_to))
+                full = False
+            else:
+                full = True
+        if full:
+            self.controls.count("dropped_scheduled")
+            self._warn.warning("OSC schedule full (%d waiting): future message %s dropped",
+                               MAX_SCHEDULED, address[:200])
+        else:
+            self.controls.count("scheduled")
+
+    # -- applying messages --------------------------------------------------------------------
+
+    def _apply(self, address: str, args: list, reply_to: tuple | None) -> None:
         controls = self.controls
         controls.count("messages")
-        if address.startswith(_PARAM_PREFIX):
-            name = address[len(_PARAM_PREFIX):]
-            if _NAME_RE.fullmatch(name):
+        if address == GET:
+            self._answer_get(args, reply_to)
+            return
+        if address == LIST:
+            self._answer_list(reply_to)
+            return
+        if not is_pattern(address):
+            result = self._apply_one(address, args)
+        else:
+            try:
+                targets = match(address, self._writable())
+            except PatternError as exc:
+                targets = []
+                self._warn.warning("OSC pattern %s is malformed (%s); ignored", address[:200], exc)
+            results = [self._apply_one(a, args) for a in targets]
+            result = "bad" if "bad" in results else "ok" if results else "unknown"
+        if result == "bad":
+            controls.count("bad_values")
+            self._warn.warning("OSC %s ignored: unusable arguments %r", address[:200], args[:4])
+        elif result == "unknown":
+            controls.count("unknown_addresses")
+            self._warn.warning("OSC address %s is not in the /lj/ address space; ignored", address[:200])
+
+    def _writable(self) -> list[str]:
+        """Addresses a pattern may set: params, declared triggers, the mapping load."""
+        return [a for a in self.controls.addresses()
+                if a.startswith((PARAM_PREFIX, TRIGGER_PREFIX)) or a == MAPPING_LOAD]
+
+    def _apply_one(self, address: str, args: list) -> str:
+        """Apply one literal address: "ok", "bad" (unusable arguments) or "unknown"."""
+        controls = self.controls
+        if address.startswith(PARAM_PREFIX):
+            name = address[len(PARAM_PREFIX):]
+            if NAME_RE.fullmatch(name):
                 value = _param_value(args)
                 if value is None:
-                    controls.count("bad_values")
-                    self._warn.warning("OSC %s ignored: needs one finite number, got %r", address, args[:4])
-                else:
-                    controls.set_param(name, value)
-                return
-        elif address.startswith(_TRIGGER_PREFIX):
-            name = address[len(_TRIGGER_PREFIX):]
-            if _NAME_RE.fullmatch(name):
+                    return "bad"
+                controls.set_param(name, value)
+                return "ok"
+        elif address.startswith(TRIGGER_PREFIX):
+            name = address[len(TRIGGER_PREFIX):]
+            if NAME_RE.fullmatch(name):
                 # A button sends 1 on press and 0 on release: only the press fires.
                 if not args or (isinstance(args[0], (int, float)) and args[0]):
                     controls.trigger(name)
                 elif not isinstance(args[0], (int, float)):
-                    controls.count("bad_values")
-                    self._warn.warning("OSC %s ignored: bad argument %r", address, args[:4])
-                return
-        elif address == _MAPPING_LOAD:
+                    return "bad"
+                return "ok"
+        elif address == MAPPING_LOAD:
             if len(args) == 1 and isinstance(args[0], str):
                 controls.request_mapping(args[0])
-            else:
-                controls.count("bad_values")
-                self._warn.warning("OSC %s ignored: needs one string (a path), got %r", address, args[:4])
+                return "ok"
+            return "bad"
+        return "unknown"
+
+    # -- queries ------------------------------------------------------------------------------
+
+    def _answer_get(self, args: list, reply_to: tuple | None) -> None:
+        if len(args) != 1 or not isinstance(args[0], str):
+            self.controls.count("bad_values")
+            self._warn.warning("OSC %s ignored: needs one string (an address or pattern), got %r", GET, args[:4])
             return
-        controls.count("unknown_addresses")
-        self._warn.warning("OSC address %s is not in the /lj/ address space; ignored", address[:200])
-
-
-class OscSender:
-    """Stream features out as OSC: one bundle (one UDP datagram) per :meth:`send_features` call.
-
-    The socket is non-blocking and send errors (no route, buffer full, no listener) are counted in
-    :attr:`stats` (``send_errors``), never raised. Encoded headers are cached per feature name, so
-    a frame costs a few struct packs and one ``sendto``.
-    """
-
-    def __init__(self, host: str, port: int):
+        readable = [a for a in self.controls.addresses() if a.startswith((PARAM_PREFIX, STATE_PREFIX))]
         try:
-            info = socket.getaddrinfo(host, int(port), type=socket.SOCK_DGRAM)[0]
-        except (socket.gaierror, UnicodeError, ValueError, OverflowError) as exc:
-            raise ControlError(f"OSC output {host}:{port} cannot be resolved ({exc}); check --osc-out") from None
-        self.host = host
-        self.port = int(port)
-        self._target = info[4]
-        self._sock = socket.socket(info[0], socket.SOCK_DGRAM)
-        self._sock.setblocking(False)
-        # name -> element prefix (size + address + type tags) for a scalar; (name, n) for vectors.
-        self._scalar_heads: dict[str, bytes | None] = {}
-        self._vector_heads: dict[tuple[str, int], bytes | None] = {}
-        self._time_head = self._head("/lj/time", 1)
-        self.stats: dict[str, int] = {"sent": 0, "send_errors": 0, "skipped": 0}
+            targets = match(args[0], readable)
+        except PatternError:
+            targets = []
+        replies = []
+        for address in targets:
+            value = self.controls.value(address)
+            if value is not None:
+                replies.append(encode_message(address, [value]))
+        if not replies:
+            self.controls.count("unknown_addresses")
+            self._warn.warning("OSC %s %s matches no readable address", GET, args[0][:200])
+            return
+        self._reply(replies, reply_to)
 
-    @staticmethod
-    def _head(address: str, n_floats: int) -> bytes:
-        body = osc_types.write_string(address) + osc_types.write_string("," + "f" * n_floats)
-        return _INT.pack(len(body) + 4 * n_floats) + body
+    def _answer_list(self, reply_to: tuple | None) -> None:
+        addresses = self.controls.addresses()
+        chunks = [addresses[i:i + LIST_CHUNK] for i in range(0, len(addresses), LIST_CHUNK)]
+        self._reply([encode_message(LIST, chunk) for chunk in chunks], reply_to)
 
-    def _scalar_head(self, name: str) -> bytes | None:
-        head = self._scalar_heads.get(name, False)
-        if head is False:
-            head = self._head("/lj/feature/" + name, 1) if _NAME_RE.fullmatch(name) else None
-            self._scalar_heads[name] = head
-        return head
-
-    def _vector_head(self, name: str, n: int) -> bytes | None:
-        key = (name, n)
-        head = self._vector_heads.get(key, False)
-        if head is False:
-            head = self._head("/lj/feature/" + name, n) if _NAME_RE.fullmatch(name) else None
-            self._vector_heads[key] = head
-        return head
-
-    def encode(self, features: Mapping[str, object], t: float) -> bytes:
-        """The bundle :meth:`send_features` would send (non-finite values are sent as 0.0)."""
-        parts = [_BUNDLE_PREFIX, _IMMEDIATELY]
-        skipped = 0
-        for name, value in features.items():
-            if isinstance(value, np.ndarray) and value.ndim > 0 or isinstance(value, (list, tuple)):
-                try:
-                    arr = np.asarray(value, dtype=">f4").ravel()
-                except (TypeError, ValueError):
-                    skipped += 1
-                    continue
-                head = self._vector_head(name, arr.size)
-                if head is None:
-                    skipped += 1
-                    continue
-                if not np.isfinite(arr).all():
-                    arr = np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
-                parts.append(head)
-                parts.append(arr.tobytes())
+    def _reply(self, messages: list[bytes], reply_to: tuple | None) -> None:
+        """Send ``messages`` (encoded) back to ``reply_to`` from the server's socket."""
+        sock = self._sock
+        for dgram in pack_datagrams(messages):
+            if sock is None or reply_to is None or not self._budget.take(len(dgram)):
+                self.controls.count("dropped_replies")
+                continue
+            try:
+                sock.sendto(dgram, reply_to)
+            except OSError:
+                self.controls.count("dropped_replies")
             else:
-                head = self._scalar_head(name)
-                try:
-                    x = float(value) if not isinstance(value, (str, bytes)) else None
-                except (TypeError, ValueError):
-                    x = None
-                if x is None:
-                    head = None
-                if head is None:
-                    skipped += 1
-                    continue
-                if not math.isfinite(x) or abs(x) > 3.4e38:
-                    x = 0.0
-                parts.append(head)
-                parts.append(_FLOAT.pack(x))
-        parts.append(self._time_head)
-        t = float(t)
-        parts.append(_FLOAT.pack(t if math.isfinite(t) and abs(t) < 3.4e38 else 0.0))
-        if skipped:
-            self.stats["skipped"] += skipped
-        return b"".join(parts)
-
-    def send_features(self, features: Mapping[str, object], t: float) -> bool:
-        """Send ``features`` and ``/lj/time t`` as one bundle; True if the datagram left.
-
-        Values that are neither numbers nor numeric arrays, and names that cannot be an OSC
-        address segment, are skipped (counted in ``stats["skipped"]``).
-        """
-        try:
-            self._sock.sendto(self.encode(features, t), self._target)
-        except OSError:
-            self.stats["send_errors"] += 1
-            return False
-        self.stats["sent"] += 1
-        return True
-
-    def close(self) -> None:
-        """Close the socket; later sends are counted as errors."""
-        self._sock.close()
-
-    def __enter__(self) -> "OscSender":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+                self.controls.count("replies")

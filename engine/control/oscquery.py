@@ -1,0 +1,222 @@
+"""OSCQuery: the OSC address space as JSON over HTTP, so controllers can discover it.
+
+:class:`OscQueryServer` runs a small stdlib HTTP server on its own daemon thread (127.0.0.1 by
+default). Written after the ideas of the OSCQuery proposal (Vidvox):
+
+- ``GET /`` (or any container such as ``/lj/param``) answers a JSON node with ``FULL_PATH`` and
+  ``CONTENTS``; a method node (``/lj/param/speed``) has ``TYPE`` (OSC type tags), ``ACCESS``
+  (0 none, 1 read, 2 write, 3 both), ``VALUE`` (a list) and ``RANGE`` (``[{"MIN", "MAX"}]``) where
+  known, and ``DESCRIPTION``;
+- ``GET /lj/param/speed?VALUE`` answers only that attribute (``{"VALUE": [0.5]}``); an attribute
+  the node does not have answers 204;
+- ``GET /?HOST_INFO`` answers the server's name, the OSC port and transport and the extensions
+  supported. Unknown paths answer 404; methods other than GET/HEAD answer 405.
+
+The tree is built from :meth:`Controls.describe` on every request, so values are current. Only
+JSON is ever sent; nothing received is executed. Not done: the WebSocket ``LISTEN`` extension and
+zeroconf (``_oscjson._tcp``) advertisement.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from urllib.parse import unquote, urlsplit
+
+from engine.control.space import NO_ACCESS, AddressInfo
+from engine.control.state import Controls
+from engine.errors import ControlError
+
+log = logging.getLogger("lj.oscquery")
+
+#: Attributes a client may ask for one at a time (``?VALUE``).
+ATTRIBUTES = ("FULL_PATH", "CONTENTS", "TYPE", "ACCESS", "VALUE", "RANGE", "DESCRIPTION")
+#: Seconds a client may take to send its request before the connection is dropped.
+REQUEST_TIMEOUT = 2.0
+
+
+def _leaf(info: AddressInfo) -> dict:
+    node: dict = {"FULL_PATH": info.address, "ACCESS": info.access}
+    if info.type:
+        node["TYPE"] = info.type
+    if info.value is not None:
+        node["VALUE"] = [info.value]
+    if info.range is not None:
+        node["RANGE"] = [{"MIN": info.range[0], "MAX": info.range[1]}]
+    if info.description:
+        node["DESCRIPTION"] = info.description
+    return node
+
+
+def build_tree(infos: list[AddressInfo], name: str = "Latent Jockey") -> dict:
+    """The OSCQuery JSON tree (as dicts) of the address space ``infos``."""
+    root: dict = {"FULL_PATH": "/", "ACCESS": NO_ACCESS, "DESCRIPTION": name, "CONTENTS": {}}
+    for info in infos:
+        parts = info.address.strip("/").split("/")
+        node = root
+        for depth, part in enumerate(parts[:-1]):
+            contents = node.setdefault("CONTENTS", {})
+            node = contents.setdefault(part, {"FULL_PATH": "/" + "/".join(parts[:depth + 1]),
+                                              "ACCESS": NO_ACCESS, "CONTENTS": {}})
+        node.setdefault("CONTENTS", {})[parts[-1]] = _leaf(info)
+    return root
+
+
+def find_node(tree: dict, path: str) -> dict | None:
+    """The node at ``path`` (``/`` is the root) in a tree from :func:`build_tree`, or None."""
+    node = tree
+    for part in [p for p in path.split("/") if p]:
+        node = node.get("CONTENTS", {}).get(part)
+        if node is None:
+            return None
+    return node
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """One request: find the node, answer JSON. ``self.server.query`` is the OscQueryServer."""
+
+    timeout = REQUEST_TIMEOUT
+    server_version = "LatentJockey-OSCQuery"
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        self._answer(body=True)
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._answer(body=False)
+
+    def _not_allowed(self) -> None:
+        self._send(HTTPStatus.METHOD_NOT_ALLOWED, None, True)
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = _not_allowed
+
+    def _answer(self, body: bool) -> None:
+        query: OscQueryServer = self.server.query  # type: ignore[attr-defined]
+        url = urlsplit(self.path)
+        attr = unquote(url.query)
+        if attr == "HOST_INFO":
+            self._send(HTTPStatus.OK, query.host_info(), body)
+            return
+        node = find_node(query.tree(), unquote(url.path))
+        if node is None:
+            self._send(HTTPStatus.NOT_FOUND, None, body)
+        elif not attr:
+            self._send(HTTPStatus.OK, node, body)
+        elif attr not in ATTRIBUTES:
+            self._send(HTTPStatus.BAD_REQUEST, None, body)
+        elif attr not in node:
+            self._send(HTTPStatus.NO_CONTENT, None, body)
+        else:
+            self._send(HTTPStatus.OK, {attr: node[attr]}, body)
+
+    def _send(self, status: HTTPStatus, payload: dict | None, body: bool) -> None:
+        data = b"" if payload is None else json.dumps(payload, allow_nan=False).encode()
+        self.send_response(status)
+        if status != HTTPStatus.NO_CONTENT:
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if body and data:
+            self.wfile.write(data)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (http.server's name)
+        log.debug("%s " + format, self.client_address[0], *args)
+
+
+class _Server(HTTPServer):
+    """One request at a time (bounded resources); a slow client is cut off by the timeout."""
+
+    allow_reuse_address = False
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind would look up the host's FQDN (a DNS query that can hang).
+        self.socket.bind(self.server_address)
+        self.server_address = self.socket.getsockname()
+        self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
+
+    def handle_error(self, request, client_address) -> None:  # never print tracebacks to stderr
+        log.debug("OSCQuery request from %s failed", client_address[0], exc_info=True)
+
+
+class OscQueryServer:
+    """Serve the address space of ``controls`` as OSCQuery JSON on ``http://host:port/``.
+
+    ``osc_port`` / ``osc_host`` are where the OSC server listens (reported in ``HOST_INFO``).
+    ``port=0`` picks a free port (see :attr:`port`). Usable as a context manager.
+    """
+
+    def __init__(self, controls: Controls, osc_port: int, host: str = "127.0.0.1", port: int = 0,
+                 osc_host: str | None = None, name: str = "Latent Jockey"):
+        self.controls = controls
+        self.osc_port = int(osc_port)
+        self.osc_host = osc_host or host
+        self.host = host
+        self.name = name
+        self._requested_port = int(port)
+        self._httpd: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def tree(self) -> dict:
+        """The current JSON tree (dicts), values included."""
+        return build_tree(self.controls.describe(), self.name)
+
+    def host_info(self) -> dict:
+        """The ``?HOST_INFO`` answer."""
+        return {
+            "NAME": self.name,
+            "OSC_IP": self.osc_host,
+            "OSC_PORT": self.osc_port,
+            "OSC_TRANSPORT": "UDP",
+            "EXTENSIONS": {"ACCESS": True, "VALUE": True, "RANGE": True, "DESCRIPTION": True,
+                           "TAGS": False, "CLIPMODE": False, "UNIT": False, "CRITICAL": False,
+                           "LISTEN": False, "PATH_CHANGED": False},
+        }
+
+    def start(self) -> None:
+        """Bind and serve on a daemon thread. ControlError (one line) if the port is busy."""
+        if self._thread is not None:
+            return
+        try:
+            httpd = _Server((self.host, self._requested_port), _Handler)
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES, errno.EPERM):
+                raise ControlError(f"OSCQuery port {self._requested_port} on {self.host} is busy; "
+                                   "choose another") from None
+            raise ControlError(f"OSCQuery cannot listen on {self.host}:{self._requested_port} "
+                               f"({exc.strerror or exc})") from None
+        httpd.query = self  # type: ignore[attr-defined]
+        self._httpd = httpd
+        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1},
+                                        name="lj-oscquery", daemon=True)
+        self._thread.start()
+        log.info("OSCQuery on http://%s:%d/", self.host, self.port)
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop serving and close the socket (idempotent)."""
+        httpd, self._httpd = self._httpd, None
+        thread, self._thread = self._thread, None
+        if httpd is not None:
+            httpd.shutdown()
+            httpd.server_close()
+        if thread is not None:
+            thread.join(timeout)
+
+    @property
+    def port(self) -> int:
+        """The bound port once started, else the requested one."""
+        return self._httpd.server_address[1] if self._httpd is not None else self._requested_port
+
+    @property
+    def url(self) -> str:
+        """``http://host:port/``."""
+        return f"http://{self.host}:{self.port}/"
+
+    def __enter__(self) -> "OscQueryServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
