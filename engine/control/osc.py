@@ -49,6 +49,8 @@ POLL_INTERVAL = 0.05
 MAX_SCHEDULED = 1024
 #: Replies may use at most this many bytes per second (a burst of as much is allowed).
 REPLY_BYTES_PER_S = 256 * 1024
+#: Pattern match results kept (per version of the address space).
+MAX_CACHED_PATTERNS = 256
 #: Addresses per ``/lj/list`` reply message.
 LIST_CHUNK = 64
 
@@ -129,6 +131,9 @@ class OscServer:
         self._schedule_lock = threading.Lock()
         self._seq = itertools.count()
         self._budget = _ReplyBudget(REPLY_BYTES_PER_S)
+        # Pattern matches, valid for one version of the address space (server thread only).
+        self._match_version = -1
+        self._matches: dict[str, list[str]] = {}
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -315,11 +320,7 @@ class OscServer:
         if not is_pattern(address):
             result = self._apply_one(address, args)
         else:
-            try:
-                targets = match(address, self._writable())
-            except PatternError as exc:
-                targets = []
-                self._warn.warning("OSC pattern %s is malformed (%s); ignored", address[:200], exc)
+            targets = self._match_writable(address)
             results = [self._apply_one(a, args) for a in targets]
             result = "bad" if "bad" in results else "ok" if results else "unknown"
         if result == "bad":
@@ -329,10 +330,27 @@ class OscServer:
             controls.count("unknown_addresses")
             self._warn.warning("OSC address %s is not in the /lj/ address space; ignored", address[:200])
 
-    def _writable(self) -> list[str]:
-        """Addresses a pattern may set: params, declared triggers, the mapping load."""
-        return [a for a in self.controls.addresses()
-                if a.startswith((PARAM_PREFIX, TRIGGER_PREFIX)) or a == MAPPING_LOAD]
+    def _match_writable(self, pattern: str) -> list[str]:
+        """The addresses a pattern sets (params, declared triggers, the mapping load), cached.
+
+        The cache holds at most :data:`MAX_CACHED_PATTERNS` patterns and is emptied whenever the
+        address space changes (:attr:`Controls.version`).
+        """
+        version = self.controls.version
+        if version != self._match_version or len(self._matches) >= MAX_CACHED_PATTERNS:
+            self._matches.clear()
+            self._match_version = version
+        targets = self._matches.get(pattern)
+        if targets is None:
+            writable = [a for a in self.controls.addresses()
+                        if a.startswith((PARAM_PREFIX, TRIGGER_PREFIX)) or a == MAPPING_LOAD]
+            try:
+                targets = match(pattern, writable)
+            except PatternError as exc:
+                targets = []
+                self._warn.warning("OSC pattern %s is malformed (%s); ignored", pattern[:200], exc)
+            self._matches[pattern] = targets
+        return targets
 
     def _apply_one(self, address: str, args: list) -> str:
         """Apply one literal address: "ok", "bad" (unusable arguments) or "unknown"."""

@@ -113,6 +113,7 @@ class Controls:
         self._triggers: deque[str] = deque(maxlen=MAX_PENDING_TRIGGERS)
         self._mapping: str | None = None
         self._stats: dict[str, int] = {k: 0 for k in STAT_NAMES}
+        self._version = 0  # bumped whenever an address is added (see :attr:`version`)
 
     # -- the address space --------------------------------------------------------------------
 
@@ -136,6 +137,7 @@ class Controls:
             entry = self._params.get(name)
             if entry is None:
                 self._params[name] = Smoothed(default, default, self._clock(), self._tau(name))
+                self._version += 1
             else:
                 entry.tau = self._tau(name)
             return True
@@ -146,6 +148,8 @@ class Controls:
             if not _valid_name(name) or (name not in self._declared_triggers
                                          and len(self._declared_triggers) >= MAX_PARAMS):
                 return False
+            if name not in self._declared_triggers:
+                self._version += 1
             self._declared_triggers[name] = None
             return True
 
@@ -159,6 +163,8 @@ class Controls:
             for key, value in values.items():
                 if not _valid_name(key) or (key not in self._state and len(self._state) >= MAX_STATE):
                     continue
+                if key not in self._state:
+                    self._version += 1
                 number = _finite(value) if not isinstance(value, bool) else float(value)
                 self._state[key] = number if number is not None else str(value)[:MAX_STATE_TEXT]
 
@@ -175,6 +181,11 @@ class Controls:
         """Every declared trigger."""
         with self._lock:
             return list(self._declared_triggers)
+
+    @property
+    def version(self) -> int:
+        """A number that changes whenever an address is added to the space (for caches)."""
+        return self._version
 
     def addresses(self) -> list[str]:
         """Every address of the space: fixed ones, params, declared triggers, state."""
@@ -227,6 +238,7 @@ class Controls:
             now = self._clock()
             if entry is None:
                 self._params[name] = Smoothed(number, number, now, self._tau(name))
+                self._version += 1
             elif smooth:
                 entry.retarget(number, now)
             else:
