@@ -1,0 +1,39 @@
+"""examples/osc_client.py plays a real OscServer over UDP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from engine.control import Controls, OscServer
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "osc_client.py"
+
+
+def load_example():
+    spec = importlib.util.spec_from_file_location("osc_client_example", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_example_client_plays_the_engine():
+    example = load_example()
+    controls = Controls()
+    controls.declare_param("speed", 0.0, 0.0, 1.0)
+    controls.declare_param("glow", 0.0, 0.0, 1.0)
+    controls.declare_param("warp", 0.0, 0.0, 1.0)
+    controls.declare_trigger("flash")
+    lines = []
+    with OscServer(controls, host="127.0.0.1", port=0) as srv:
+        values = example.play("127.0.0.1", srv.port, mapping="mappings/ambient.toml", sweep_seconds=0.2, reply_timeout=0.3,
+                              out=lambda *a: lines.append(a))
+        stats = srv.stats
+    snap = controls.snapshot()
+    assert values == {"/lj/param/speed": [0.25], "/lj/param/glow": [0.5], "/lj/param/warp": [0.5]}
+    assert snap.triggers == ["flash"]
+    assert snap.mapping == "mappings/ambient.toml"
+    assert stats["bad_packets"] == 0 and stats["bad_values"] == 0 and stats["unknown_addresses"] == 0
+    assert stats["replies"] >= 3
+    listed = dict(lines)["address space:"]["/lj/list"]
+    assert "/lj/param/glow" in listed and "/lj/trigger/flash" in listed
