@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -265,7 +266,17 @@ COMMANDS = {"demo": cmd_demo, "run": cmd_run, "render": cmd_render, "devices": c
             "check": cmd_check}
 
 
+def _interrupt(*_):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    # SIGTERM (systemd, kill) ends any command like Ctrl-C: open files are finalised on the way
+    # out. The live loop replaces this with a flag it checks between frames.
+    try:
+        signal.signal(signal.SIGTERM, _interrupt)
+    except ValueError:  # not the main thread (tests calling main())
+        pass
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,

@@ -131,6 +131,8 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None) -> FrameSt
         watched = session.mapping_path
         watched_mtime = _mtime(watched)
         source.start()
+        log.info("running: %s, generator %dx%d, %s", session.mapping_path.name, opts.size,
+                 opts.size, "headless" if window is None else "window")
         started = time.perf_counter()
         prev = None
         frame_no = 0

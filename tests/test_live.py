@@ -16,41 +16,7 @@ from pythonosc.udp_client import SimpleUDPClient
 from engine.audio.demo import demo_song, write_demo_wav
 from engine.live import LiveOptions, StopFlag, run_live
 from engine.session import ArrayReader, Session
-
-
-class PacedSource:
-    """Feeds a song into a ring at wall-clock speed, with no sound card: the OSC and window tests
-    are about control and display, so their audio clock must not depend on a sound server."""
-
-    def __init__(self, samples, sr):
-        from engine.audio.ring import RingBuffer
-
-        self.mono = samples.mean(axis=1).astype(np.float32)
-        self.ring = RingBuffer(sr * 4)
-        self.sample_rate = sr
-        self.finished = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._feed, daemon=True)
-
-    @property
-    def position(self):
-        return self.ring.total_written
-
-    def _feed(self):
-        t0 = time.monotonic()
-        while not self._stop.is_set() and self.position < len(self.mono):
-            due = min(len(self.mono), int((time.monotonic() - t0) * self.sample_rate))
-            if due > self.position:
-                self.ring.write(self.mono[self.position:due])
-            self._stop.wait(0.005)
-        self.finished = self.position >= len(self.mono)
-
-    def start(self):
-        self._thread.start()
-
-    def stop(self):
-        self._stop.set()
-        self._thread.join(5)
+from support import PacedSource
 
 
 STATIC = """
