@@ -16,6 +16,7 @@ import math
 
 import numpy as np
 
+from engine.audio.beat import BeatTracker
 from engine.frame import Features
 
 #: Names of the scalar features, in the order they appear in :attr:`FeatureExtractor.features`.
@@ -27,6 +28,7 @@ SCALAR_FEATURES = (
     "flux", "flux_low", "flux_mid", "flux_high",
     "onset", "onset_low", "onset_mid", "onset_high",
     "centroid", "flatness",
+    "bpm", "bpm_confidence", "beat_phase", "bar_phase", "beat", "downbeat",
 )
 #: Every feature name, including the 12-vector ``chroma``.
 FEATURE_NAMES = SCALAR_FEATURES + ("chroma",)
@@ -50,6 +52,7 @@ ONSET_RELATIVE = 0.5       # ... and this fraction of the running max ...
 ONSET_ABSOLUTE = 0.08      # ... and this absolute floor (mean log-magnitude rise per bin)
 ONSET_REFRACTORY = 0.08    # onsets: no second onset in a band within this time
 LOG_GAMMA = 100.0          # log-magnitude compression: log(1 + gamma * |X|), |X| = 1 at full scale
+BEAT_LOW_WEIGHT = 0.5      # beat tracker novelty: overall flux + this times the bass-band flux
 CHROMA_FMIN, CHROMA_FMAX = 250.0, 5000.0  # below 250 Hz a 2048-point bin spans semitones
 _FLUX_NAMES = ("flux", "flux_low", "flux_mid", "flux_high")
 _ONSET_NAMES = ("onset", "onset_low", "onset_mid", "onset_high")
@@ -201,6 +204,9 @@ class FeatureExtractor:
         self._above = [False] * 4
         self._refractory = max(1, int(round(ONSET_REFRACTORY / hs)))
         self._since_onset = [1 << 30] * 4
+        #: The tempo and beat tracker behind ``bpm`` .. ``downbeat``; steer it through this
+        #: (``tap``, ``set_tempo``, ``set_phase``, ``reset_phase``, ``lock``, ``release``).
+        self.beat = BeatTracker(sr / hop)
 
         self.features: Features = {name: 0.0 for name in SCALAR_FEATURES}
         self.features["chroma"] = np.zeros(12, dtype=np.float32)
@@ -313,6 +319,7 @@ class FeatureExtractor:
             hist[p] = r
         self._hist_pos = (p + 1) % self._hist_len
 
+
         # --- spectral shape ---
         a0, b0 = self._full
         m = mag[a0:b0]
@@ -338,4 +345,14 @@ class FeatureExtractor:
             np.multiply(self._chroma_raw, 1.0 / cmax, out=chroma)
         else:
             chroma[:] = 0.0
+
+        # --- tempo and beats ---
+        bt = self.beat
+        bt.update(raw[0] + BEAT_LOW_WEIGHT * raw[1], chroma)
+        feats["bpm"] = bt.bpm
+        feats["bpm_confidence"] = bt.confidence
+        feats["beat_phase"] = bt.beat_phase
+        feats["bar_phase"] = bt.bar_phase
+        feats["beat"] = 1.0 if bt.beat else 0.0
+        feats["downbeat"] = 1.0 if bt.downbeat else 0.0
         return feats
