@@ -7,6 +7,7 @@
     lj render SONG -o OUT.mp4    offline, as fast as the machine can, audio muxed in
     lj devices                   list sound devices
     lj check MAPPING             validate a mapping file
+    lj analyze SONG [-o DIR]     tempo, beats, onsets and feature curves as the live engine saw them
 
 Every problem a user can fix ends as one line on stderr (``lj: error: ...``) and exit status 2;
 ``--debug`` shows the traceback of anything unexpected.
@@ -125,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="validate a mapping file")
     p.add_argument("mapping", help="mapping file")
+
+    p = sub.add_parser("analyze", help="tempo, beats, onsets and feature curves of a song (causal)")
+    p.add_argument("song", help="audio file (wav, flac, ogg, mp3)")
+    p.add_argument("--output", "-o", default=".",
+                   help="directory for <song>.features.csv, <song>.json, <song>.png (default .)")
+    p.add_argument("--json", action="store_true",
+                   help="print the summary (tempo, beat and onset times) as JSON on stdout")
     return parser
 
 
@@ -262,8 +270,26 @@ def cmd_check(args) -> int:
     return 0
 
 
+def cmd_analyze(args) -> int:
+    import json
+
+    from engine.analyze import analyze_file
+
+    info, paths = analyze_file(args.song, args.output)
+    if args.json:
+        print(json.dumps({k: info[k] for k in ("source", "duration", "tempo", "tempo_final",
+                                               "tempo_confidence", "tempo_known_from", "beats",
+                                               "downbeats", "onsets")}))
+        return 0
+    tempo = f"{info['tempo']:.1f} BPM" if info["tempo"] else "unknown"
+    print(f"lj: {args.song}: tempo {tempo} (confidence {info['tempo_confidence']:.2f}), "
+          f"{len(info['beats'])} beats, {len(info['onsets'])} onsets in {info['duration']:.1f} s")
+    print(f"lj: wrote {paths['csv']}, {paths['json']}, {paths['png']}")
+    return 0
+
+
 COMMANDS = {"demo": cmd_demo, "run": cmd_run, "render": cmd_render, "devices": cmd_devices,
-            "check": cmd_check}
+            "check": cmd_check, "analyze": cmd_analyze}
 
 
 def _interrupt(*_):
