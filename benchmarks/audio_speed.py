@@ -1,0 +1,86 @@
+"""Audio analysis speed: the streaming FeatureExtractor (all features incl. tempo/beats) in times
+real time on one core, against librosa's offline extraction of comparable features timed in the
+same run (STFT, RMS, onset strength, chroma, spectral centroid/flatness, beat_track).
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/audio_speed.py [--seconds 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ.setdefault(var, "1")
+
+import numpy as np  # noqa: E402
+
+from engine.audio.beat import BeatTracker  # noqa: E402
+from engine.audio.demo import demo_song  # noqa: E402
+from engine.audio.features import FeatureExtractor  # noqa: E402
+
+HOP, N_FFT = 512, 2048
+
+
+def best_of(fn, repeats):
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    y, sr, _ = demo_song(seconds=args.seconds)
+    x = np.ascontiguousarray(y.mean(axis=1), dtype=np.float32)
+    n = len(x) // HOP
+    hops = [x[i * HOP:(i + 1) * HOP] for i in range(n)]
+    audio_s = n * HOP / sr
+
+    def ours():
+        fe = FeatureExtractor(sr, HOP, N_FFT)
+        for h in hops:
+            fe.process_hop(h)
+
+    novelty = np.random.default_rng(0).random(n).tolist()
+    chroma = np.ones(12, np.float32)
+
+    def tracker():
+        bt = BeatTracker(sr / HOP)
+        for v in novelty:
+            bt.update(v, chroma)
+
+    import librosa
+
+    def offline():
+        S = np.abs(librosa.stft(x, n_fft=N_FFT, hop_length=HOP))
+        librosa.feature.rms(S=S, frame_length=N_FFT)
+        env = librosa.onset.onset_strength(y=x, sr=sr, hop_length=HOP)
+        librosa.feature.chroma_stft(S=S**2, sr=sr, n_fft=N_FFT)
+        librosa.feature.spectral_centroid(S=S, sr=sr)
+        librosa.feature.spectral_flatness(S=S)
+        librosa.beat.beat_track(onset_envelope=env, sr=sr, hop_length=HOP)
+
+    offline()  # warm librosa's caches / numba
+    t_ours = best_of(ours, args.repeats)
+    t_track = best_of(tracker, args.repeats)
+    t_lib = best_of(offline, args.repeats)
+    print(f"audio: {audio_s:.1f} s, {n} hops of {HOP} at {sr} Hz; best of {args.repeats}")
+    print(f"FeatureExtractor (all features, streaming): {t_ours / n * 1e6:7.1f} us/hop  "
+          f"{audio_s / t_ours:7.1f}x real time")
+    print(f"  of which BeatTracker.update:                {t_track / n * 1e6:7.1f} us/hop  "
+          f"({t_track / t_ours:.0%} of the extractor)")
+    print(f"librosa offline (stft, rms, onset, chroma, centroid, flatness, beat_track): "
+          f"{audio_s / t_lib:7.1f}x real time")
+    print(f"ratio streaming / librosa offline speed: {t_lib / t_ours:.2f}")
+    print(f"target 200x real time: {'met' if audio_s / t_ours >= 200 else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()
