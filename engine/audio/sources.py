@@ -26,6 +26,12 @@ from engine.errors import AudioError
 log = logging.getLogger("lj.audio")
 
 RING_SECONDS = 10.0  # how much audio the live sources keep for the frame loop
+LOST_AFTER_S = 1.0     # a delivering live input silent (no callback) this long is gone
+FIRST_BLOCK_S = 3.0    # a freshly opened stream may take this long to deliver its first block
+                       # (through PulseAudio's ALSA plugin it often takes about a second)
+RETRY_EVERY_S = 1.0    # how often a lost input is reopened
+SILENT_REOPEN_S = 5.0  # exact digital silence this long: reopen (PulseAudio moves a stream whose
+                       # source vanished to another source and never moves it back)
 
 
 def _one_line(err: BaseException) -> str:
@@ -136,6 +142,14 @@ def load_audio(path) -> tuple[np.ndarray, int]:
 
 
 # --- playback ------------------------------------------------------------------------------------
+
+def _close_quietly(stream) -> None:
+    """Close a stream that may already be broken; errors are expected and ignored."""
+    try:
+        _close_stream(stream)
+    except Exception as err:
+        log.debug("closing a broken audio stream: %s", _one_line(err))
+
 
 def _close_stream(stream) -> None:
     """Stop and close a sounddevice stream (None is fine); close even if stopping fails."""
@@ -373,16 +387,30 @@ class LiveInput:
         self._gain = np.float32(1.0 / len(channels))
         self._scratch = np.zeros(max(self.blocksize, 4096), dtype=np.float32)
         self._stream = None
+        self._spec = device            # re-resolved on reopen: indices change when PortAudio rescans
+        self.lost = False              # True while the device is gone (silence is fed meanwhile)
+        self.reopens = 0               # successful reopens after a loss or a long silence
+        self._feeding = False          # the watchdog is writing silence; the callback stands back
+        self._last_cb = 0.0            # time.monotonic() of the latest callback
+        self._heard = 0.0              # ... of the latest block that was not all zeros
+        self._halt = threading.Event()
+        self._watchdog: threading.Thread | None = None
 
     @property
     def position(self) -> int:
-        """Samples captured so far (= ``ring.total_written``)."""
+        """Samples captured so far, silence fed during a loss included (``ring.total_written``)."""
         return self.ring.total_written
 
     def _callback(self, indata, frames, time_info, status) -> None:
+        now = time.monotonic()
+        self._last_cb = now
         if status.input_overflow:
             self.overflows += 1
         sel = self._sel
+        if indata[:, sel[0]].any():
+            self._heard = now
+        if self._feeding:  # the watchdog owns the ring until it sees this stream deliver
+            return
         if len(sel) == 1:
             self.ring.write(indata[:, sel[0]])
             return
@@ -396,27 +424,108 @@ class LiveInput:
             s *= self._gain
             self.ring.write(s)
 
-    def start(self) -> None:
-        """Open the input stream and start capturing."""
-        if self._stream is not None:
-            return
+    def _open(self, rescan: bool = False):
+        """Open and start a stream on the device (found again by its name or index)."""
+        sd = self._sd
+        if rescan:  # a device that vanished and came back is only seen after a rescan
+            sd._terminate()
+            sd._initialize()
+            self._index = _resolve_device(sd, self._spec, "input")
         stream = None
         try:
-            stream = self._sd.InputStream(samplerate=self.sample_rate, blocksize=self.blocksize,
-                                          device=self._index, channels=self._open_channels,
-                                          dtype="float32", callback=self._callback)
+            stream = sd.InputStream(samplerate=self.sample_rate, blocksize=self.blocksize,
+                                    device=self._index, channels=self._open_channels,
+                                    dtype="float32", callback=self._callback)
             stream.start()
-        except Exception as err:
+        except Exception:
             if stream is not None:
                 stream.close()
+            raise
+        return stream
+
+    def start(self) -> None:
+        """Open the input stream and start capturing (and watching over the device)."""
+        if self._stream is not None:
+            return
+        try:
+            self._stream = self._open()
+        except Exception as err:
             raise AudioError(f"cannot open audio input '{self.device_name}': "
                              f"{_one_line(err)}") from err
-        self._stream = stream
+        self._last_cb = 0.0
+        self._heard = time.monotonic()
+        self._halt.clear()
+        self._watchdog = threading.Thread(target=self._watch, name="lj-audio-watchdog",
+                                          daemon=True)
+        self._watchdog.start()
+
+    def _watch(self) -> None:
+        """Notice a dead or stranded stream; feed silence in real time and reopen until it is back.
+
+        While feeding, this thread is the ring's only writer (the callback stands back); it
+        hands the ring back once the new stream has delivered a block.
+        """
+        silence = np.zeros(self.blocksize, np.float32)
+        opened_at = time.monotonic()
+        fed = 0
+        fed_since = next_try = 0.0
+        rescan = False
+        while not self._halt.wait(0.05):
+            now = time.monotonic()
+            if not self._feeding:
+                stream = self._stream
+                if self._last_cb > opened_at:  # it has delivered: it must keep delivering
+                    stalled = now - self._last_cb > LOST_AFTER_S
+                else:                          # still starting
+                    stalled = now - opened_at > FIRST_BLOCK_S
+                dead = stream is None or not stream.active or stalled
+                stranded = now - self._heard > SILENT_REOPEN_S
+                if not (dead or stranded):
+                    continue
+                if dead:
+                    self.lost = True
+                    log.warning("audio input '%s' lost; the visuals go on in silence while it is "
+                                "reopened every %.0f s", self.device_name, RETRY_EVERY_S)
+                self._feeding, rescan = True, dead
+                # Silence starts where the audio stopped (at most 2 s back), so the clock has
+                # no hole; a stranded stream was still delivering until now.
+                fed_since = max(self._last_cb, now - 2.0) if dead and self._last_cb else now
+                fed, next_try = 0, now + (RETRY_EVERY_S if dead else 0.0)
+                _close_quietly(stream)
+                self._stream = None
+            # Silence, paced by the wall clock, so the audio clock (and the show) keeps moving.
+            due = int((now - fed_since) * self.sample_rate) - fed
+            while due >= self.blocksize:
+                self.ring.write(silence)
+                fed += self.blocksize
+                due -= self.blocksize
+            if self._stream is None and now >= next_try:
+                next_try = now + RETRY_EVERY_S
+                try:
+                    self._stream = self._open(rescan=rescan)
+                    opened_at = now
+                except Exception as err:
+                    log.debug("audio input reopen failed: %s", _one_line(err))
+            elif self._stream is not None and self._last_cb > opened_at:
+                self._feeding = False  # the new stream delivers: give the ring back
+                self._heard = max(self._heard, now)
+                self.reopens += 1
+                if self.lost:
+                    self.lost = False
+                    log.warning("audio input '%s' is back", self.device_name)
+            elif self._stream is not None and now - opened_at > FIRST_BLOCK_S:
+                _close_quietly(self._stream)  # opened but silent: try again
+                self._stream = None
 
     def stop(self) -> None:
         """Stop capturing and close the stream."""
+        self._halt.set()
+        if self._watchdog is not None:
+            self._watchdog.join(5.0)
+            self._watchdog = None
         _close_stream(self._stream)
         self._stream = None
+        self._feeding = False
 
     def __enter__(self) -> "LiveInput":
         self.start()
