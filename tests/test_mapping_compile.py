@@ -212,7 +212,7 @@ def test_params_from_controls_clamped_and_held():
 
 
 def test_clock_sources_follow_the_audio_clock():
-    m = build(STILL + "[clock]\nbpm = 120\n[[route]]\nfrom = \"beat\"\nto = \"noise\"\n")
+    m = build(STILL + "[clock]\nbpm = 120\n[[route]]\nfrom = \"beats\"\nto = \"noise\"\n")
     advance_to(m, 1.0)
     assert m.frame(m.time).noise == pytest.approx(m.time * 2.0)
     v = m.values()

@@ -74,15 +74,15 @@ def test_lfo_in_beats_follows_the_clock_and_prefers_a_live_beat_phase():
     for i in range(60):
         phase = (i * 0.1) % 1.0            # a tempo the clock does not have
         live.step_hop({"beat_phase": phase}, {})
-        seen.append((live.values()["beat"], live.values()["lfo.pump"]))
+        seen.append((live.values()["beats"], live.values()["lfo.pump"]))
     beats = np.array([b for b, _ in seen])
     np.testing.assert_allclose(np.diff(beats), 0.1, atol=1e-9)
     assert seen[-1][1] == pytest.approx((beats[-1] / 2.0) % 1.0)
 
 
 def test_live_bpm_feature_sets_the_beat_rate():
-    m = build('[clock]\nbpm = 60\n' + STILL + '[[route]]\nfrom = "beat"\nto = "noise"\n')
-    b = values_over(m, 100, "beat", {"bpm": 240.0})
+    m = build('[clock]\nbpm = 60\n' + STILL + '[[route]]\nfrom = "beats"\nto = "noise"\n')
+    b = values_over(m, 100, "beats", {"bpm": 240.0})
     np.testing.assert_allclose(np.diff(b), DT * 4.0, rtol=1e-9)
 
 

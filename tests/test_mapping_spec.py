@@ -156,7 +156,7 @@ def test_wrong_types_and_values(text, line, fragment):
      "only applies to latent.push"),
     # beats need a bpm
     ('[latent]\nwalk = { beats_per_key = 4 }\n', 2, "needs [clock] bpm"),
-    ('[[route]]\nfrom = "beat_phase"\nto = "noise"\n', 2, "needs [clock] bpm"),
+    ('[[route]]\nfrom = "beats"\nto = "noise"\n', 2, "needs [clock] bpm"),
     # vector source in a scalar expression / to a scalar target; scalar to blend
     ('[[route]]\nfrom = "chroma * 2"\nto = "noise"\n', 2, "is a vector"),
     ('[[route]]\nfrom = "chroma"\nto = "truncation"\n', 2, "is a vector"),

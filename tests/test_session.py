@@ -163,3 +163,21 @@ def test_a_reload_asked_for_during_another_is_not_lost(tmp_path, song):
         assert s.mapping.name == "b"
     finally:
         s.close()
+
+
+def test_the_tempo_tracker_drives_a_mapping(tmp_path):
+    """The tracker's features are mapping sources: beats pulse a uniform, bpm reads the tempo."""
+    samples, sr, bpm = demo_song(seconds=10.0)
+    path = write(tmp_path / "beat.toml", GOOD.format(name="beat").replace(
+        'from = "level"', 'from = "beat"\nenvelope = { attack_ms = 5, release_ms = 150 }'))
+    s = Session(sr, path, size=SIZE, threaded=False)
+    reader = ArrayReader(to_mono(samples))
+    try:
+        amounts = [s.params_at(reader, int(sr * t)).uniforms["feedback.amount"]
+                   for t in np.arange(5.0, 10.0, 0.02)]
+        assert s.analysis.features["bpm"] == pytest.approx(bpm, rel=0.04)
+        assert max(amounts) > 0.6 and min(amounts) < 0.2, "every beat is a pulse"
+        peaks = sum(1 for a, b in zip(amounts, amounts[1:]) if a < 0.5 <= b)
+        assert abs(peaks - 5.0 * bpm / 60) <= 2, f"{peaks} pulses in 5 s at {bpm} BPM"
+    finally:
+        s.close()

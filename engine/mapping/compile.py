@@ -231,7 +231,7 @@ class _Route:
             latch = h > 0.5 >= self.hold_prev
             self.hold_prev = h if h - h == 0.0 else 0.0
         if self.quant is not None:
-            block = math.floor(env["beat"] / self.quant)
+            block = math.floor(env["beats"] / self.quant)
             latch = latch or block != self.block
             self.block = block
         c.latch_now = latch
@@ -437,7 +437,7 @@ class Mapping:
         spec = self.spec
         if spec.bpm:
             beat = self._next_beat(features, t)
-            env["beat"] = beat
+            env["beats"] = beat
             env["beat_phase"] = beat % 1.0
             env["bar_phase"] = (beat / spec.beats_per_bar) % 1.0
         if self._lfos:
@@ -455,7 +455,11 @@ class Mapping:
         feature sets the rate; else the file's ``[clock] bpm``."""
         spec = self.spec
         ph = features.get("beat_phase")
-        if ph is not None:
+        try:  # the tracker's phase means something only once it reports a tempo
+            tracking = float(features.get("bpm", 1.0)) > 0.0
+        except (TypeError, ValueError):
+            tracking = False
+        if ph is not None and tracking:
             try:
                 ph = float(ph)
             except (TypeError, ValueError):

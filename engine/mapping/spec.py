@@ -27,11 +27,14 @@ SCALAR_FEATURES = (
     "rms", "loudness", "level", "bass", "mid", "treb", "bass_att", "mid_att", "treb_att",
     "bass_level", "mid_level", "treb_level", "flux", "flux_low", "flux_mid", "flux_high",
     "onset", "onset_low", "onset_mid", "onset_high", "centroid", "flatness",
+    # from the live tempo tracker (engine/audio/beat.py): beat/downbeat are 0/1 events
+    "bpm", "bpm_confidence", "beat_phase", "bar_phase", "beat", "downbeat",
 )
 #: Vector audio features and their lengths.
 VECTOR_FEATURES = {"chroma": 12}
-#: Sources that exist only when ``[clock] bpm`` is set.
-CLOCK_SOURCES = ("beat", "beat_phase", "bar_phase")
+#: Sources that exist only when ``[clock] bpm`` is set (``beat_phase``/``bar_phase`` are then
+#: the clock's, following the live tracker once it reports a tempo).
+CLOCK_SOURCES = ("beats",)
 #: Features a live tempo tracker may send; when present they replace the clock's own beat.
 TEMPO_FEATURES = ("bpm", "beat_phase")
 #: Always-present sources that are not features.
