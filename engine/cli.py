@@ -81,8 +81,13 @@ def _add_live(p: argparse.ArgumentParser) -> None:
     p.add_argument("--osc-allow", metavar="IP[,IP...]",
                    help="accept OSC only from these sender addresses")
     p.add_argument("--no-osc", action="store_true", help="do not listen for OSC")
-    p.add_argument("--osc-out", type=_host_port, metavar="HOST:PORT",
-                   help="send the features as OSC to HOST:PORT at frame rate")
+    p.add_argument("--osc-out", type=_host_port, metavar="HOST:PORT", action="append",
+                   help="send the features as OSC to HOST:PORT at frame rate (repeatable)")
+    p.add_argument("--osc-smoothing", type=float, default=0.06, metavar="SECONDS",
+                   help="smooth incoming parameter values over this time (default 0.06, 0 = off)")
+    p.add_argument("--oscquery-port", type=_port, metavar="PORT",
+                   help="serve OSCQuery (HTTP) on this TCP port (default: the OSC port's number)")
+    p.add_argument("--no-oscquery", action="store_true", help="no OSCQuery discovery server")
     p.add_argument("--frames", type=int, help="stop after this many frames")
     p.add_argument("--seconds", type=_positive, help="stop after this many seconds")
     p.add_argument("--overlay", action="store_true", help="start with the h overlay shown")
@@ -175,6 +180,9 @@ def _live_options(args) -> "LiveOptions":
         headless=args.headless, osc_host=args.osc_listen,
         osc_port=None if args.no_osc else args.osc_port, osc_out=args.osc_out,
         osc_allow=[a.strip() for a in args.osc_allow.split(",")] if args.osc_allow else None,
+        osc_smoothing=max(0.0, args.osc_smoothing),
+        oscquery_port=None if args.no_oscquery else (
+            args.oscquery_port if args.oscquery_port is not None else args.osc_port),
         max_frames=args.frames, max_seconds=args.seconds, overlay=args.overlay)
 
 

@@ -20,7 +20,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.control import Controls, OscSender, OscServer
+from engine.control import Controls, OscQueryServer, OscSender, OscServer
+from engine.errors import ControlError
 from engine.paths import find_mapping
 from engine.session import FrameStats, Session
 
@@ -46,8 +47,10 @@ class LiveOptions:
     headless: bool = False
     osc_host: str = "127.0.0.1"
     osc_port: int | None = 9000
-    osc_out: tuple[str, int] | None = None
+    osc_out: list[tuple[str, int]] | None = None
     osc_allow: list[str] | None = None
+    osc_smoothing: float = 0.06
+    oscquery_port: int | None = None  # None: no OSCQuery; 0: any free port
     max_frames: int | None = None
     max_seconds: float | None = None
     watch: bool = True
@@ -104,14 +107,24 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None) -> FrameSt
     from engine.render.context import Window, headless_context
 
     stop = stop or StopFlag()
-    controls = Controls()
-    server = None
+    controls = Controls(smoothing=opts.osc_smoothing)
+    server = query = None
     if opts.osc_port is not None:
         server = OscServer(controls, host=opts.osc_host, port=opts.osc_port, allow=opts.osc_allow)
         server.start()  # a busy port fails here, before anything opens
-    sender = OscSender(*opts.osc_out) if opts.osc_out else None
+    sender = OscSender(targets=opts.osc_out) if opts.osc_out else None
     mapping_path = find_mapping(opts.mapping) if opts.mapping else None
     session = Session(source.sample_rate, mapping_path, opts.generator, (opts.size, opts.size))
+    declare_params(controls, session.mapping)
+    if server is not None and opts.oscquery_port is not None:
+        query = OscQueryServer(controls, osc_port=server.port, host=opts.osc_host,
+                               port=opts.oscquery_port)
+        try:
+            query.start()
+            log.info("OSCQuery on http://%s:%d/", opts.osc_host, query.port)
+        except ControlError as exc:  # discovery is a convenience: the show goes on without it
+            log.warning("%s; running without OSCQuery", exc)
+            query = None
     window = ctx = overlay = None
     stats = FrameStats()
     try:
@@ -159,7 +172,8 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None) -> FrameSt
                 if mtime != watched_mtime:
                     watched_mtime = mtime
                     session.request_reload(watched)
-            session.apply_reload()
+            if session.apply_reload():
+                declare_params(controls, session.mapping)
 
             params = session.params_at(source.ring, source.position, snap.params)
             runner = session.runner
@@ -177,6 +191,12 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None) -> FrameSt
                     window.swap()
             if sender is not None:
                 sender.send_features(session.analysis.features, params.t)
+            if frame_no % 60 == 0:  # state for /lj/get, OSCQuery and OSC out, about once a second
+                state = {"mapping": session.mapping.name or session.mapping_path.name,
+                         "fps": round(stats.fps(), 1), "error": session.last_error or ""}
+                controls.set_state(state)
+                if sender is not None:
+                    sender.send_state(state)
             # Wait for the generator at most a few of its usual frame times: a generator that
             # suddenly takes ten times longer holds the last good picture while the shaders, the
             # overlay and OSC keep running on the current audio.
@@ -193,6 +213,8 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None) -> FrameSt
                 break
     finally:
         source.stop()
+        if query is not None:
+            query.stop()
         if server is not None:
             server.stop()
         if sender is not None:
@@ -206,6 +228,13 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None) -> FrameSt
     stats.last_params = prev[1] if prev is not None else None
     stats.controls = controls
     return stats
+
+
+def declare_params(controls: Controls, mapping) -> None:
+    """Tell the control stage the mapping's parameters (for patterns, queries and OSCQuery)."""
+    for name, default in mapping.params.items():
+        lo, hi = mapping.param_ranges[name]
+        controls.declare_param(name, default, lo, hi)
 
 
 def install_signal_handlers(stop: StopFlag) -> None:

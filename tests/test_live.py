@@ -1,11 +1,13 @@
 """The live loop against real parts: a PulseAudio capture, an X window, OSC over UDP."""
 
+import json
 import os
 import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 import numpy as np
 import pytest
@@ -92,6 +94,14 @@ def test_live_capture_reacts_to_a_tone_burst_and_not_to_silence(pulse_sink, tmp_
         ctx.release()
 
 
+def free_tcp_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
 def free_udp_port():
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("127.0.0.1", 0))
@@ -111,8 +121,9 @@ def test_osc_in_and_out_while_the_loop_runs(tmp_path):
     listener.bind(("127.0.0.1", 0))
     listener.settimeout(5)
     in_port = free_udp_port()
-    opts = LiveOptions(size=32, headless=True, osc_port=in_port,
-                       osc_out=("127.0.0.1", listener.getsockname()[1]), max_seconds=20)
+    query_port = free_tcp_port()
+    opts = LiveOptions(size=32, headless=True, osc_port=in_port, oscquery_port=query_port,
+                       osc_out=[("127.0.0.1", listener.getsockname()[1])], max_seconds=20)
     stop = StopFlag()
     result = {}
     thread = threading.Thread(target=lambda: result.setdefault("stats", run_live(
@@ -129,8 +140,25 @@ def test_osc_in_and_out_while_the_loop_runs(tmp_path):
         client.send_message("/lj/param/glow", 0.25)
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.sendto(b"\x00garbage that is not OSC", ("127.0.0.1", in_port))  # logged, ignored
-        sock.close()
         time.sleep(1.5)
+        # the loaded mapping's parameter is declared: OSCQuery lists it, /lj/get answers
+        with urllib.request.urlopen(f"http://127.0.0.1:{query_port}/lj/param/glow?VALUE",
+                                    timeout=5) as reply:
+            assert json.loads(reply.read())["VALUE"][0] == pytest.approx(0.25, abs=1e-3)
+        from pythonosc.osc_message_builder import OscMessageBuilder
+
+        ask = OscMessageBuilder("/lj/get")
+        ask.add_arg("/lj/param/glow")
+        sock.settimeout(5)
+        sock.sendto(ask.build().dgram, ("127.0.0.1", in_port))
+        answer = OscPacket(sock.recvfrom(65536)[0]).messages[0].message
+        assert answer.address == "/lj/param/glow" and answer.params[0] == pytest.approx(0.25, abs=1e-3)
+        sock.close()
+        states = set()
+        deadline = time.monotonic() + 5
+        while "/lj/state/mapping" not in states and time.monotonic() < deadline:
+            states |= {m.message.address for m in OscPacket(listener.recvfrom(65536)[0]).messages}
+        assert "/lj/state/mapping" in states
     finally:
         stop()
         thread.join(30)
