@@ -326,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lj: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `lj ... | head`: the reader left; nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:  # a bug: still one line, unless asked for the traceback
         if args.debug or os.environ.get("LJ_DEBUG"):
             raise

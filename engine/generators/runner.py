@@ -35,9 +35,19 @@ def truncate_(w_plus: torch.Tensor, w_avg: torch.Tensor, psi: torch.Tensor) -> t
     return w_plus.sub_(w_avg).mul_(psi).add_(w_avg)
 
 
-def to_rgb8_(image: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``image`` ``[3, h, w]`` in [-1, 1] -> ``out`` ``uint8 [h, w, 3]``, written in place."""
-    out.copy_(image.permute(1, 2, 0).mul(127.5).add_(128.0).clamp_(0.0, 255.0))
+def to_rgb8_(image: torch.Tensor, out: torch.Tensor, work: torch.Tensor | None = None) -> torch.Tensor:
+    """``image`` ``[3, h, w]`` in [-1, 1] -> ``out`` ``uint8 [h, w, 3]``, written in place.
+
+    ``work`` is an optional float ``[h, w, 3]`` scratch tensor (same dtype and device as
+    ``image``) so the conversion allocates nothing: one pass scales into it, one clamps, one
+    converts.
+    """
+    hwc = image.permute(1, 2, 0)
+    if work is None:
+        work = torch.empty(hwc.shape, dtype=image.dtype, device=image.device)
+    torch.mul(hwc, 127.5, out=work)
+    work.add_(128.0).clamp_(0.0, 255.0)
+    out.copy_(work)
     return out
 
 
@@ -85,6 +95,7 @@ class GeneratorRunner:
         self._out_dev = [torch.zeros(h, w, 3, dtype=torch.uint8, device=self.device) for _ in range(2)]
         self._out_host = ([torch.zeros(h, w, 3, dtype=torch.uint8, pin_memory=True) for _ in range(2)]
                           if is_cuda else self._out_dev)
+        self._rgb_work = torch.empty(h, w, 3, device=self.device, dtype=self.dtype)
         self._out_np = [t.numpy() for t in self._out_host]  # host views handed to the renderer
         self._shown = 1  # the slot whose frame was handed out last; generate() writes the other
         self._last_good: np.ndarray | None = None
@@ -120,7 +131,7 @@ class GeneratorRunner:
         self._noise.copy_(self._noise_host, non_blocking=True)
         w = truncate_(self._w, self._w_avg, self._psi)
         image = self.generator.synthesize(w, self._noise)
-        to_rgb8_(image[0], self._out_dev[slot])
+        to_rgb8_(image[0], self._out_dev[slot], self._rgb_work)
 
     def _capture(self) -> None:
         """Warm up, then capture one graph per output slot (CUDA only)."""
