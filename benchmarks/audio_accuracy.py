@@ -17,6 +17,7 @@ import argparse
 import numpy as np
 
 from engine.audio.demo import demo_song
+from engine.audio.demo import drum_track
 from engine.audio.features import FeatureExtractor
 
 SR, HOP = 44100, 512
@@ -24,29 +25,7 @@ SR, HOP = 44100, 512
 
 def drums(bpm, seconds=30.0, seed=0, jitter=0.005, hats=True):
     """Kick on beats, snare on 2 and 4, optional eighth hats; +-jitter s of human timing."""
-    rng = np.random.default_rng(seed)
-    n = int(seconds * SR)
-    x = np.zeros(n, np.float32)
-    t = np.arange(int(0.3 * SR)) / SR
-    kick = np.sin(2 * np.pi * np.cumsum(50 + 100 * np.exp(-t / 0.03)) / SR) * np.exp(-t / 0.12)
-    snare = rng.standard_normal(t.size) * np.exp(-t / 0.06) * 0.5
-    hat = np.diff(rng.standard_normal(t.size + 1)) * np.exp(-t / 0.015) * 0.15
-    beat = 60.0 / bpm
-    beats = np.arange(0.2, seconds - 0.3, beat)
-
-    def add(at, sig, gain):
-        i = max(0, int(round((at + rng.uniform(-jitter, jitter)) * SR)))
-        m = min(sig.size, n - i)
-        x[i:i + m] += gain * sig[:m]
-
-    for k, b in enumerate(beats):
-        add(b, kick, 0.8 * rng.uniform(0.8, 1.0))
-        if k % 2 == 1:
-            add(b, snare, 0.6)
-        if hats:
-            add(b, hat, 1.0)
-            add(b + beat / 2, hat, 0.7)
-    return x, beats
+    return drum_track(bpm, seconds, SR, seed=seed, first=0.2, jitter=jitter, hats=hats)
 
 
 def f_measure(detected, reference, tol=0.07):

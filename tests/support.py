@@ -39,3 +39,42 @@ class PacedSource:
     def stop(self):
         self._stop.set()
         self._thread.join(5)
+
+
+#: A small valid mapping (format with ``name=``): three keyframes, a feedback chain, one route
+#: from ``level`` to the feedback amount at line 10/11 (``from``/``to``).
+SMALL_MAPPING = """[meta]
+name = "{name}"
+[latent]
+keyframes = {{ seeds = [1, 2, 3] }}
+walk = {{ seconds_per_key = 2.0 }}
+[shaders]
+chain = ["feedback"]
+[[route]]
+from = "level"
+to = "shader.feedback.amount"
+"""
+
+
+def free_port(kind=None) -> int:
+    """A port on 127.0.0.1 that is free right now (UDP by default, ``socket.SOCK_STREAM`` for TCP)."""
+    import socket
+
+    s = socket.socket(socket.AF_INET, kind or socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_for(pred, what: str, timeout: float = 5.0) -> None:
+    """Poll ``pred`` until true; fail the test with ``what`` after ``timeout`` seconds (a bound
+    for slow machines, never asserted as a duration)."""
+    import pytest
+
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.002)
+

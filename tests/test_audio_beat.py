@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from engine.audio.beat import BeatTracker
-from engine.audio.demo import demo_song
+from engine.audio.demo import demo_song, drum_track
 from engine.audio.features import FeatureExtractor
 
 SR = 44100
@@ -16,28 +16,7 @@ TOLERANCE = 0.07    # seconds: a beat event within this of a true beat is a hit
 
 def drums(bpm, seconds=20.0, seed=0, first=0.1):
     """Kick on every beat, snare on 2 and 4, hats on eighths; returns (mono float32, beat times)."""
-    rng = np.random.default_rng(seed)
-    n = int(seconds * SR)
-    x = np.zeros(n, np.float32)
-    t = np.arange(int(0.3 * SR)) / SR
-    kick = np.sin(2 * np.pi * np.cumsum(50 + 100 * np.exp(-t / 0.03)) / SR) * np.exp(-t / 0.12)
-    snare = rng.standard_normal(t.size) * np.exp(-t / 0.06) * 0.5
-    hat = np.diff(rng.standard_normal(t.size + 1)) * np.exp(-t / 0.015) * 0.15
-    beat = 60.0 / bpm
-    beats = np.arange(first, seconds - 0.3, beat)
-
-    def add(at, sig, gain):
-        i = int(round(at * SR))
-        m = min(sig.size, n - i)
-        x[i:i + m] += gain * sig[:m]
-
-    for k, b in enumerate(beats):
-        add(b, kick, 0.8)
-        if k % 2 == 1:
-            add(b, snare, 0.6)
-        add(b, hat, 1.0)
-        add(b + beat / 2, hat, 0.7)
-    return x, beats
+    return drum_track(bpm, seconds, SR, seed=seed, first=first)
 
 
 def run(x, fe=None, before_hop=None):

@@ -15,19 +15,9 @@ import pytest
 from engine.audio.demo import demo_song, write_demo_wav
 from engine.live import LiveOptions, StopFlag, run_live
 from engine.render.record import probe
-from support import PacedSource
+from support import SMALL_MAPPING, PacedSource
 
-GOOD = """[meta]
-name = "{name}"
-[latent]
-keyframes = {{ seeds = [1, 2, 3] }}
-walk = {{ seconds_per_key = 2.0 }}
-[shaders]
-chain = ["feedback"]
-[[route]]
-from = "level"
-to = "shader.feedback.amount"
-"""
+GOOD = SMALL_MAPPING
 
 
 def test_a_mapping_file_broken_in_every_way_mid_show(tmp_path, caplog):

@@ -18,7 +18,7 @@ from pythonosc.udp_client import SimpleUDPClient
 from engine.audio.demo import demo_song, write_demo_wav
 from engine.live import LiveOptions, StopFlag, run_live
 from engine.session import ArrayReader, Session
-from support import PacedSource
+from support import PacedSource, free_port
 
 
 STATIC = """
@@ -94,22 +94,6 @@ def test_live_capture_reacts_to_a_tone_burst_and_not_to_silence(pulse_sink, tmp_
         ctx.release()
 
 
-def free_tcp_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def free_udp_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def test_osc_in_and_out_while_the_loop_runs(tmp_path):
     """Real UDP on 127.0.0.1: a param changes a shader uniform, a mapping loads, features stream out."""
     samples, sr, _ = demo_song(seconds=30.0)
@@ -120,8 +104,8 @@ def test_osc_in_and_out_while_the_loop_runs(tmp_path):
     listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     listener.bind(("127.0.0.1", 0))
     listener.settimeout(5)
-    in_port = free_udp_port()
-    query_port = free_tcp_port()
+    in_port = free_port()
+    query_port = free_port(socket.SOCK_STREAM)
     opts = LiveOptions(size=32, headless=True, osc_port=in_port, oscquery_port=query_port,
                        osc_out=[("127.0.0.1", listener.getsockname()[1])], max_seconds=20)
     stop = StopFlag()

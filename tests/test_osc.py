@@ -17,17 +17,13 @@ from pythonosc.udp_client import SimpleUDPClient
 
 from engine.control import Controls, OscSender, OscServer
 from engine.errors import ControlError
+from support import wait_for
+
+WAIT = 5.0  # an upper bound for a packet to cross loopback; never asserted as a duration
 
 LOCAL = "127.0.0.1"
-WAIT = 5.0  # generous upper bound for a packet to cross loopback; never asserted as a duration
 
 
-def wait_for(pred, what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not pred():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.002)
 
 
 def msg(address: str, *args) -> bytes:

@@ -12,17 +12,13 @@ from pythonosc.osc_packet import OscPacket
 
 from engine.control import Controls, OscServer
 from engine.control.pattern import PatternError, compile_pattern, match
+from support import wait_for
+
+WAIT = 5.0  # an upper bound for a packet to cross loopback; never asserted as a duration
 
 LOCAL = "127.0.0.1"
-WAIT = 5.0  # upper bound for loopback; never asserted as a duration
 
 
-def wait_for(pred, what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not pred():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.002)
 
 
 def built(address: str, *args):

@@ -10,6 +10,7 @@ from engine.audio.ring import RingBuffer
 from engine.errors import MappingError
 from engine.session import ArrayReader, Session, check_uniform_targets, chain_inputs, to_mono
 from engine.paths import DEFAULT_MAPPING, SHADER_DIR
+from support import SMALL_MAPPING
 
 SIZE = (32, 32)
 
@@ -83,18 +84,7 @@ def write(path, text):
     return path
 
 
-GOOD = """
-[meta]
-name = "{name}"
-[latent]
-keyframes = {{ seeds = [1, 2, 3] }}
-walk = {{ seconds_per_key = 2.0 }}
-[shaders]
-chain = ["feedback"]
-[[route]]
-from = "level"
-to = "shader.feedback.amount"
-"""
+GOOD = "\n" + SMALL_MAPPING  # a leading blank line: "from" is line 10, "to" line 11
 
 
 def wait_reload(session, timeout=10.0):
