@@ -91,6 +91,10 @@ def _add_live(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, help="stop after this many frames")
     p.add_argument("--seconds", type=_positive, help="stop after this many seconds")
     p.add_argument("--overlay", action="store_true", help="start with the h overlay shown")
+    p.add_argument("--installation", action="store_true",
+                   help="unattended: fullscreen, no cursor, audio files loop, restart after a crash")
+    p.add_argument("--log", metavar="FILE",
+                   help="also log to FILE (rotated at 5 MB, 5 files kept)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -186,13 +190,19 @@ def _live_options(args) -> "LiveOptions":
         max_frames=args.frames, max_seconds=args.seconds, overlay=args.overlay)
 
 
-def _run_live(source, args) -> int:
-    from engine.live import StopFlag, install_signal_handlers, run_live
+def _run_live(make_source, args) -> int:
+    """Run the live loop on sources from ``make_source()`` (a new one per restart)."""
+    from engine.live import StopFlag, install_signal_handlers, run_live, supervise
 
     stop = StopFlag()
     install_signal_handlers(stop)
-    stats = run_live(source, _live_options(args), stop)
-    if stats.frame_times:
+    opts = _live_options(args)
+    if args.installation:
+        opts.fullscreen = opts.hide_cursor = True
+        stats = supervise(make_source, opts, stop)
+    else:
+        stats = run_live(make_source(), opts, stop)
+    if stats is not None and stats.frame_times:
         fps = len(stats.frame_times) / sum(stats.frame_times)
         print(f"lj: {stats.frames} frames, {fps:.1f} fps average")
     return 0
@@ -218,7 +228,7 @@ def cmd_demo(args) -> int:
         return 0
     from engine.audio.sources import FilePlayer
 
-    return _run_live(FilePlayer(samples, sr), args)
+    return _run_live(lambda: FilePlayer(samples, sr, loop=args.installation), args)
 
 
 def cmd_run(args) -> int:
@@ -226,7 +236,8 @@ def cmd_run(args) -> int:
 
     if args.audio:
         samples, sr = sources.load_audio(args.audio)
-        source = sources.FilePlayer(samples, sr, loop=args.loop)
+        loop = args.loop or args.installation
+        return _run_live(lambda: sources.FilePlayer(samples, sr, loop=loop), args)
     else:
         channels = None
         if args.channels:
@@ -237,8 +248,8 @@ def cmd_run(args) -> int:
         device = args.input
         if device is not None and device.isdigit():
             device = int(device)
-        source = sources.LiveInput(device=device, channels=channels)
-    return _run_live(source, args)
+        sources.LiveInput(device=device, channels=channels)  # a bad device fails here, once
+        return _run_live(lambda: sources.LiveInput(device=device, channels=channels), args)
 
 
 def cmd_render(args) -> int:
@@ -315,6 +326,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format="lj: %(levelname)s: %(message)s")
+    if getattr(args, "log", None):
+        from logging.handlers import RotatingFileHandler
+
+        try:
+            handler = RotatingFileHandler(args.log, maxBytes=5_000_000, backupCount=5)
+        except OSError as exc:
+            print(f"lj: error: cannot write the log file {args.log}: {exc.strerror or exc}",
+                  file=sys.stderr)
+            return EXIT_ERROR
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+        logging.getLogger().addHandler(handler)
     if args.command is None:
         parser.print_help()
         return EXIT_ERROR

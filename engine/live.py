@@ -53,6 +53,7 @@ class LiveOptions:
     oscquery_port: int | None = None  # None: no OSCQuery; 0: any free port
     max_frames: int | None = None
     max_seconds: float | None = None
+    hide_cursor: bool = False
     watch: bool = True
     overlay: bool = False
 
@@ -98,11 +99,14 @@ def overlay_lines(stats: FrameStats, session: Session, gen_ms: float) -> list[st
     return lines
 
 
-def run_live(source, opts: LiveOptions, stop: StopFlag | None = None) -> FrameStats:
+def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
+             health: dict | None = None) -> FrameStats:
     """Run until the window closes, the source ends, ``stop`` is set or a limit is reached.
 
     ``source`` is a started-or-not audio source with ``.ring``, ``.position``, ``.sample_rate``,
-    ``.start()``, ``.stop()`` and optionally ``.finished``.
+    ``.start()``, ``.stop()`` and optionally ``.finished``. ``health`` adds entries to the state
+    published once a second (``/lj/get /lj/state/...``, OSCQuery, OSC out), e.g. the restart count
+    of a supervisor.
     """
     from engine.render.context import Window, headless_context
 
@@ -134,6 +138,8 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None) -> FrameSt
             side = opts.window_size or opts.size
             window = Window((side, side), title="Latent Jockey", fullscreen=opts.fullscreen,
                             monitor=opts.monitor, vsync=opts.vsync)
+            if opts.hide_cursor:
+                window.hide_cursor()
             ctx = window.ctx
         session.attach_renderer(ctx, (opts.size, opts.size))
         if window is not None:
@@ -193,7 +199,13 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None) -> FrameSt
                 sender.send_features(session.analysis.features, params.t)
             if frame_no % 60 == 0:  # state for /lj/get, OSCQuery and OSC out, about once a second
                 state = {"mapping": session.mapping.name or session.mapping_path.name,
-                         "fps": round(stats.fps(), 1), "error": session.last_error or ""}
+                         "fps": round(stats.fps(), 1), "error": session.last_error or "",
+                         "uptime": round(time.perf_counter() - started, 1),
+                         "generator_errors": runner.error_count,
+                         "late_frames": runner.late_frames,
+                         "audio_lost": int(bool(getattr(source, "lost", False)))}
+                if health is not None:
+                    state.update(health)
                 controls.set_state(state)
                 if sender is not None:
                     sender.send_state(state)
@@ -228,6 +240,36 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None) -> FrameSt
     stats.last_params = prev[1] if prev is not None else None
     stats.controls = controls
     return stats
+
+
+RESTART_DELAY_S = 2.0
+
+
+def supervise(make_source, opts: LiveOptions, stop: StopFlag, delay: float = RESTART_DELAY_S):
+    """Run the live loop for an unattended installation: restart it after a crash.
+
+    ``make_source()`` builds a fresh audio source for each run. A problem the user must fix
+    (an :class:`~engine.errors.LJError` such as a busy port or a broken mapping) on the *first*
+    start ends the run with that error; any failure after the show has been up is logged with its
+    traceback and the loop restarts after ``delay`` seconds, with the restart count published in
+    its state. Returns the last run's :class:`FrameStats` when ``stop`` is set or a run ends by
+    itself (the source ended, a frame or time limit was reached).
+    """
+    from engine.errors import LJError
+
+    restarts = 0
+    while True:
+        try:
+            return run_live(make_source(), opts, stop, health={"restarts": restarts})
+        except LJError:
+            if restarts == 0:
+                raise
+            log.exception("the show could not restart; trying again in %.0f s", delay)
+        except Exception:
+            log.exception("the show stopped unexpectedly; restarting in %.0f s", delay)
+        restarts += 1
+        if stop.event.wait(delay):
+            return None
 
 
 def declare_params(controls: Controls, mapping) -> None:

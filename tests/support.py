@@ -26,12 +26,12 @@ class PacedSource:
 
     def _feed(self):
         t0 = time.monotonic()
-        while not self._stop.is_set() and self.position < len(self.mono):
+        while not self._stop.is_set() and self.ring.total_written < len(self.mono):
             due = min(len(self.mono), int((time.monotonic() - t0) * self.sample_rate))
-            if due > self.position:
-                self.ring.write(self.mono[self.position:due])
+            if due > self.ring.total_written:
+                self.ring.write(self.mono[self.ring.total_written:due])
             self._stop.wait(0.005)
-        self.finished = self.position >= len(self.mono)
+        self.finished = self.ring.total_written >= len(self.mono)
 
     def start(self):
         self._thread.start()

@@ -240,6 +240,11 @@ class Window:
         self._fullscreen = True
         self._fb_size = tuple(glfw.get_framebuffer_size(self._win))
 
+    def hide_cursor(self, hidden: bool = True) -> None:
+        """Hide the mouse cursor over the window (installations, projection)."""
+        glfw.set_input_mode(self._win, glfw.CURSOR,
+                            glfw.CURSOR_HIDDEN if hidden else glfw.CURSOR_NORMAL)
+
     # -- frame ---------------------------------------------------------------------------------
     def make_current(self) -> None:
         """Make this window's context current on the calling thread again (after a headless
