@@ -6,12 +6,16 @@ samples it takes one Hann-windowed real FFT and updates a fixed set of features 
 depend only on that hop and the ones before it, never on how the caller chunked its reads, and all
 smoothing constants are given in seconds, so results do not depend on the frame rate.
 
-The per-hop path allocates almost nothing: band edges, the chroma matrix and all buffers are
-computed once in the constructor.
+The per-hop path allocates nothing and makes few numpy calls (each costs about a microsecond on
+arrays this small, whatever their length): band masks, the chroma matrix and all buffers are
+computed once in the constructor, the band sums of power and flux come from one ``reduceat`` and
+the spectral sum, centroid and chroma from one matrix-vector product, and the per-band bookkeeping
+runs on plain Python floats.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -54,8 +58,42 @@ ONSET_REFRACTORY = 0.08    # onsets: no second onset in a band within this time
 LOG_GAMMA = 100.0          # log-magnitude compression: log(1 + gamma * |X|), |X| = 1 at full scale
 BEAT_LOW_WEIGHT = 0.5      # beat tracker novelty: overall flux + this times the bass-band flux
 CHROMA_FMIN, CHROMA_FMAX = 250.0, 5000.0  # below 250 Hz a 2048-point bin spans semitones
-_FLUX_NAMES = ("flux", "flux_low", "flux_mid", "flux_high")
-_ONSET_NAMES = ("onset", "onset_low", "onset_mid", "onset_high")
+_BAND_KEYS = tuple((b, b + "_att", b + "_level") for b in BANDS)
+_FLUX_ONSET_KEYS = (("flux", "onset"), ("flux_low", "onset_low"), ("flux_mid", "onset_mid"),
+                    ("flux_high", "onset_high"))
+
+
+@functools.lru_cache(maxsize=None)
+def _make_rfft(n_fft: int):
+    """A function ``rfft(x, out)`` writing the real FFT of float32 [n_fft] ``x`` into complex64 ``out``.
+
+    SciPy's pocketfft (a librosa dependency) is used without its Python-level argument handling
+    (half of the cost at this size); the result is checked against ``scipy.fft.rfft`` once, and if
+    the internal call is missing or behaves differently, the public ``scipy.fft.rfft`` (or, without
+    SciPy, ``numpy.fft.rfft``) is used instead. ``x`` may be overwritten.
+    """
+    try:
+        import scipy.fft as sfft
+    except ImportError:  # pragma: no cover - scipy comes with librosa
+        return lambda x, out: np.fft.rfft(x, out=out)
+    try:
+        from scipy.fft._pocketfft import pypocketfft
+
+        def fast(x, out, _r2c=pypocketfft.r2c, _axes=(0,)):
+            _r2c(x, _axes, True, 0, out, 1)
+
+        probe = np.random.default_rng(0).standard_normal(n_fft).astype(np.float32)
+        got = np.zeros(n_fft // 2 + 1, dtype=np.complex64)
+        fast(probe.copy(), got)
+        if np.allclose(got, sfft.rfft(probe), rtol=1e-5, atol=1e-4):
+            return fast
+    except Exception:  # noqa: BLE001 - any change in scipy's internals: use the public call
+        pass
+
+    def public(x, out):
+        out[:] = sfft.rfft(x, overwrite_x=True, workers=1)
+
+    return public
 
 
 def _coef(time_constant: float, hop_seconds: float) -> float:
@@ -144,22 +182,34 @@ class FeatureExtractor:
         self.hops = 0
         hs = self.hop_seconds
 
-        self._frame = np.zeros(n_fft, dtype=np.float32)
-        self._spare = np.zeros(n_fft, dtype=np.float32)
+        # The latest n_fft samples alternate between two buffers (a shift needs a second one);
+        # views of both are made once: (whole, head, newest hop, source of the next shift, rms).
+        self._bufs = []
+        for buf in (np.zeros(n_fft, dtype=np.float32), np.zeros(n_fft, dtype=np.float32)):
+            self._bufs.append((buf, buf[:n_fft - hop], buf[n_fft - hop:], buf[hop:],
+                               buf[n_fft - max(hop, n_fft // 2):]))
+        self._cur = 0
+        self._rms_len = max(hop, n_fft // 2)
+        # Periodic Hann with the magnitude scale folded in (full-scale sine peak bin -> ~1.0); for
+        # a power-of-two n_fft the scale is a power of two, so this changes no rounding.
+        self._window = (np.hanning(n_fft + 1)[:-1] * (4.0 / n_fft)).astype(np.float32)
         self._windowed = np.zeros(n_fft, dtype=np.float32)
-        self._window = np.hanning(n_fft + 1)[:-1].astype(np.float32)  # periodic Hann
+        self._rfft = _make_rfft(n_fft)
         nb = n_fft // 2 + 1
         self._spec = np.zeros(nb, dtype=np.complex64)
         self._mag = np.zeros(nb, dtype=np.float32)
-        # One spare zero element at the end so that band edges may equal nb in reduceat.
-        self._power_pad = np.zeros(nb + 1, dtype=np.float32)
-        self._power = self._power_pad[:nb]
+        # Rows summed per band by one reduceat: power, flux rise, log power (for flatness). One
+        # spare zero column at the end so that band edges may equal nb.
+        self._rows = np.zeros((3, nb + 1), dtype=np.float32)
+        self._power = self._rows[0, :nb]
+        self._rise = self._rows[1, :nb]
+        self._logpow = self._rows[2, :nb]
+        self._sums = np.zeros((3, 4), dtype=np.float32)
+        # Log-magnitude for the flux, kept as log(1/gamma + |X|): it differs from
+        # log(1 + gamma |X|) by the constant log(gamma), which cancels in the hop-to-hop rise.
         self._logmag = np.zeros(nb, dtype=np.float32)
         self._prev_logmag = np.zeros(nb, dtype=np.float32)
-        self._rise_pad = np.zeros(nb + 1, dtype=np.float32)
-        self._rise = self._rise_pad[:nb]
-        self._mag_scale = np.float32(4.0 / n_fft)  # full-scale sine peak bin -> ~1.0
-        self._rms_len = max(hop, n_fft // 2)
+        self._log_offset = np.float32(1.0 / LOG_GAMMA)
 
         freqs = np.fft.rfftfreq(n_fft, 1.0 / sr)
         nyq = sr / 2.0
@@ -174,15 +224,16 @@ class FeatureExtractor:
         counts[-1] -= 1
         self._inv_counts = [1.0 / max(int(c), 1) for c in counts[:3]]
         self._inv_full = 1.0 / max(nb - edges[0], 1)
-        self._full = (edges[0], nb)  # 20 Hz .. Nyquist
-        self._seg = np.zeros(4, dtype=np.float32)
-        f = freqs[self._full[0]:self._full[1]].astype(np.float32)
-        self._freqs = f
-        self._flat_tmp = np.zeros(f.size, dtype=np.float32)
         self._log_fmin = math.log(20.0)
         self._log_span = math.log(max(nyq, 40.0)) - self._log_fmin
-        self._chroma_matrix = chroma_matrix(sr, n_fft)
-        self._chroma_raw = np.zeros(12, dtype=np.float32)
+        # One matrix-vector product with the magnitudes gives, row by row: their sum over
+        # 20 Hz .. Nyquist, the frequency-weighted sum (centroid) and the 12 chroma sums.
+        self._mag_rows = np.zeros((14, nb), dtype=np.float32)
+        self._mag_rows[0, edges[0]:] = 1.0
+        self._mag_rows[1, edges[0]:] = freqs[edges[0]:]
+        self._mag_rows[2:] = chroma_matrix(sr, n_fft)
+        self._mag_sums = np.zeros(14, dtype=np.float32)
+        self._chroma_raw = self._mag_sums[2:]
 
         # Per-band state in plain Python floats (index 0..2 = bass, mid, treb).
         self._k_base = _coef(BASELINE_TIME, hs)
@@ -238,113 +289,117 @@ class FeatureExtractor:
         """
         if hop.shape != (self.hop,):
             raise ValueError(f"process_hop needs {self.hop} mono samples, got shape {hop.shape}")
-        # Shift into the spare buffer and swap (an in-place overlapping shift would need a temp).
-        frame, self._spare = self._spare, self._frame
-        frame[:-self.hop] = self._spare[self.hop:]
-        frame[-self.hop:] = hop
-        self._frame = frame
-        if not math.isfinite(float(frame[-self.hop:].sum())):
+        # Shift into the other buffer (an in-place overlapping shift would need a temporary).
+        src = self._bufs[self._cur]
+        self._cur ^= 1
+        frame, head, newest, _, tail = self._bufs[self._cur]
+        head[:] = src[3]
+        newest[:] = hop
+        # The rms window contains the new hop, so a NaN/inf there shows in its sum of squares.
+        sq = float(np.dot(tail, tail))
+        if not math.isfinite(sq):
             np.nan_to_num(frame, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+            sq = float(np.dot(tail, tail))
         self.hops += 1
         feats = self.features
 
         # --- level ---
-        tail = frame[-self._rms_len:]
-        rms = math.sqrt(float(np.dot(tail, tail)) / self._rms_len)
+        rms = math.sqrt(sq / self._rms_len)
         loudness = 20.0 * math.log10(rms) if rms > 1e-5 else -100.0
         loudness = min(0.0, max(-100.0, loudness))
         feats["rms"] = rms
         feats["loudness"] = loudness
 
-        # --- spectrum ---
+        # --- spectrum: magnitude, power, flux rise, log power; then every sum in two calls ---
         np.multiply(frame, self._window, out=self._windowed)
-        np.fft.rfft(self._windowed, out=self._spec)
-        np.abs(self._spec, out=self._mag)
-        self._mag *= self._mag_scale
-        np.multiply(self._mag, self._mag, out=self._power)
-        power, mag = self._power, self._mag
+        self._rfft(self._windowed, self._spec)
+        mag = self._mag
+        np.abs(self._spec, out=mag)
+        power = self._power
+        np.multiply(mag, mag, out=power)
+        logmag, prev = self._logmag, self._prev_logmag
+        np.add(mag, self._log_offset, out=logmag)
+        np.log(logmag, out=logmag)
+        np.subtract(logmag, prev, out=self._rise)
+        np.maximum(self._rise, 0.0, out=self._rise)
+        self._prev_logmag, self._logmag = logmag, prev
+        np.add(power, 1e-20, out=self._logpow)
+        np.log(self._logpow, out=self._logpow)
+        np.add.reduceat(self._rows, self._edges, axis=1, out=self._sums)
+        np.dot(self._mag_rows, mag, out=self._mag_sums)
+        energy, seg, logseg = self._sums.tolist()
 
         # --- bands: ratio to baseline, attack/release, auto-gained level ---
-        np.add.reduceat(self._power_pad, self._edges, out=self._seg)
-        energy = self._seg.tolist()
         self._base_weight += self._k_base * (1.0 - self._base_weight)
         inv_weight = 1.0 / self._base_weight
-        feats["level"] = self._gains[0].update(loudness)
-        for i, name in enumerate(("bass", "mid", "treb")):
+        gains = self._gains
+        feats["level"] = gains[0].update(loudness)
+        k_base, floor, k_up, k_down = self._k_base, self._base_floor, self._k_att_up, self._k_att_down
+        base_l, att_l = self._base, self._att
+        for i, (name, name_att, name_level) in enumerate(_BAND_KEYS):
             e = energy[i]
-            base = self._base[i] + (e - self._base[i]) * self._k_base
-            self._base[i] = base
+            base = base_l[i] + (e - base_l[i]) * k_base
+            base_l[i] = base
             base *= inv_weight
-            ratio = e / base if base > self._base_floor else e / self._base_floor
+            ratio = e / base if base > floor else e / floor
             if ratio > 10.0:
                 ratio = 10.0
-            att = self._att[i]
-            att += (ratio - att) * (self._k_att_up if ratio > att else self._k_att_down)
-            self._att[i] = att
+            att = att_l[i]
+            att += (ratio - att) * (k_up if ratio > att else k_down)
+            att_l[i] = att
             feats[name] = ratio
-            feats[name + "_att"] = att
-            db = 10.0 * math.log10(e) if e > 1e-10 else -100.0
-            feats[name + "_level"] = self._gains[i + 1].update(db)
+            feats[name_att] = att
+            feats[name_level] = gains[i + 1].update(10.0 * math.log10(e) if e > 1e-10 else -100.0)
 
         # --- flux and onsets ---
-        np.multiply(mag, LOG_GAMMA, out=self._logmag)
-        np.log1p(self._logmag, out=self._logmag)
-        np.subtract(self._logmag, self._prev_logmag, out=self._rise)
-        np.maximum(self._rise, 0.0, out=self._rise)
-        self._prev_logmag, self._logmag = self._logmag, self._prev_logmag
-        np.add.reduceat(self._rise_pad, self._edges, out=self._seg)
-        seg = self._seg.tolist()
-        inv = self._inv_counts
-        raw = (sum(seg) * self._inv_full, seg[0] * inv[0], seg[1] * inv[1], seg[2] * inv[2])
         if self.hops == 1:
             raw = (0.0, 0.0, 0.0, 0.0)  # the first hop's "rise" is from nothing
+        else:
+            inv = self._inv_counts
+            raw = ((seg[0] + seg[1] + seg[2] + seg[3]) * self._inv_full,
+                   seg[0] * inv[0], seg[1] * inv[1], seg[2] * inv[2])
         p = self._hist_pos
-        for i, name in enumerate(_FLUX_NAMES):
+        fmax_l, hist_sum, above_l, since_l = (self._flux_max, self._hist_sum, self._above,
+                                              self._since_onset)
+        decay, refractory, hist_len = self._flux_decay, self._refractory, self._hist_len
+        for i, (name, onset_name) in enumerate(_FLUX_ONSET_KEYS):
             r = raw[i]
-            fmax = self._flux_max[i] * self._flux_decay
+            fmax = fmax_l[i] * decay
             if r > fmax:
                 fmax = r
-            self._flux_max[i] = fmax
+            fmax_l[i] = fmax
             feats[name] = r / (fmax if fmax > FLUX_FLOOR else FLUX_FLOOR)
-            threshold = max(self._hist_sum[i] / self._hist_len * ONSET_MULTIPLIER,
-                            fmax * ONSET_RELATIVE, ONSET_ABSOLUTE)
+            threshold = max(hist_sum[i] / hist_len * ONSET_MULTIPLIER, fmax * ONSET_RELATIVE, ONSET_ABSOLUTE)
             above = r > threshold
-            since = self._since_onset[i] + 1
-            onset = above and not self._above[i] and since >= self._refractory
-            self._since_onset[i] = 0 if onset else since
-            self._above[i] = above
-            feats[_ONSET_NAMES[i]] = 1.0 if onset else 0.0
+            since = since_l[i] + 1
+            onset = above and not above_l[i] and since >= refractory
+            since_l[i] = 0 if onset else since
+            above_l[i] = above
+            feats[onset_name] = 1.0 if onset else 0.0
             hist = self._hist[i]
-            self._hist_sum[i] += r - hist[p]
+            hist_sum[i] += r - hist[p]
             hist[p] = r
-        self._hist_pos = (p + 1) % self._hist_len
-
+        p += 1
+        self._hist_pos = 0 if p == hist_len else p
 
         # --- spectral shape ---
-        a0, b0 = self._full
-        m = mag[a0:b0]
-        msum = float(m.sum())
+        msum, cnum = self._mag_sums[:2].tolist()
         if msum > 1e-7:
-            c_hz = float(np.dot(m, self._freqs)) / msum
-            c = (math.log(max(c_hz, 20.0)) - self._log_fmin) / self._log_span
+            c = (math.log(max(cnum / msum, 20.0)) - self._log_fmin) / self._log_span
             feats["centroid"] = min(1.0, max(0.0, c))
-            p_band = power[a0:b0]
-            am = float(p_band.sum()) * self._inv_full
-            np.add(p_band, 1e-20, out=self._flat_tmp)
-            np.log(self._flat_tmp, out=self._flat_tmp)
-            gm = math.exp(float(self._flat_tmp.sum()) * self._inv_full)
+            am = (energy[0] + energy[1] + energy[2] + energy[3]) * self._inv_full
+            gm = math.exp((logseg[0] + logseg[1] + logseg[2] + logseg[3]) * self._inv_full)
             feats["flatness"] = min(1.0, gm / am) if am > 1e-14 else 0.0
         else:
             feats["centroid"] = 0.0
             feats["flatness"] = 0.0
 
         chroma = feats["chroma"]
-        np.dot(self._chroma_matrix, mag, out=self._chroma_raw)
         cmax = float(self._chroma_raw.max())
         if cmax > 1e-6:
             np.multiply(self._chroma_raw, 1.0 / cmax, out=chroma)
         else:
-            chroma[:] = 0.0
+            chroma.fill(0.0)
 
         # --- tempo and beats ---
         bt = self.beat
