@@ -302,3 +302,29 @@ def test_extractor_matches_the_recorded_reference_on_the_demo_song():
     assert got.shape == ref.shape
     assert ref[:, FEATURE_NAMES.index("beat")].sum() > 10  # the tracker locked and fired beats
     np.testing.assert_allclose(got, ref, rtol=0, atol=1e-5)
+
+
+def test_beat_tracker_autocorrelation_stays_exact_over_long_runs():
+    """The tracker keeps its leaky autocorrelation as array * scale and folds the scale back in
+    about once a minute; over 100 s it must match the plain recurrence (float64, in the test)."""
+    from engine.audio.beat import BeatTracker
+
+    rate = SR / HOP
+    bt = BeatTracker(rate)
+    rng = np.random.default_rng(1)
+    n = int(100 * rate)
+    period = 60.0 * rate / 123.0
+    novelty = 0.05 * rng.random(n)
+    novelty[(np.arange(n) % period) < 1.0] += 1.0    # a pulse every beat at 123 BPM
+    mean, hist = 0.0, []
+    acf = np.zeros(bt._L)
+    for v in novelty:
+        bt.update(float(v))
+        mean += (v - mean) * bt._k_mean
+        hist.append(max(v - mean, 0.0))
+        recent = np.array(hist[-1:-bt._L - 1:-1])
+        acf *= bt._acf_decay
+        acf[:recent.size] += hist[-1] * recent
+    got = bt._acf * bt._acf_scale
+    np.testing.assert_allclose(got, acf, rtol=1e-4, atol=1e-6 * acf[0])
+    assert bt.bpm == pytest.approx(123.0, rel=0.01)

@@ -8,7 +8,8 @@ beat / downbeat events. It never looks ahead.
 How it works (all lengths in hops; ``rate = sr / hop`` hops per second):
 
 1. **Onset envelope.** The novelty value minus its slowly moving mean, half-wave rectified, is kept
-   in a ``ENVELOPE_SECONDS`` history (a doubled ring, so the newest stretch is always contiguous).
+   in a ``ENVELOPE_SECONDS`` history (a doubled ring filled backwards, so the newest stretch is
+   always one contiguous slice, newest first).
 2. **Tempo.** A leaky autocorrelation of the envelope (time constant ``ACF_SECONDS``) is updated
    every hop for lags up to ``MAX_LAG_SECONDS``. Every ``TEMPO_EVERY`` hops a comb over a log-spaced
    grid of tempi (``MIN_BPM`` .. ``MAX_BPM``) sums the autocorrelation at one to four multiples
@@ -30,7 +31,10 @@ How it works (all lengths in hops; ``rate = sr / hop`` hops per second):
 Steering (call from the thread that calls :meth:`update`): :meth:`tap` (tap tempo),
 :meth:`set_tempo`, :meth:`set_phase`, :meth:`reset_phase`, :meth:`lock`, :meth:`release`.
 
-The per-hop path allocates no arrays: every buffer and the comb matrix are built in the constructor.
+The per-hop path allocates no arrays and makes few numpy calls (each costs about a microsecond at
+these sizes): every buffer and the comb matrix are built in the constructor, the autocorrelation is
+kept with a separate scale factor so that its decay costs no array operation, and small results are
+read back as Python floats.
 """
 
 from __future__ import annotations
@@ -102,18 +106,21 @@ class BeatTracker:
         r = self.rate
         self.hops = 0
 
-        # Onset envelope: doubled ring of n samples; the newest n are env[pos - n + 1 : pos + 1].
+        # Onset envelope: doubled ring of n samples filled backwards (every value is written at pos
+        # and pos + n); env[pos : pos + n] are the newest n, newest first: env[pos + j] = x[t - j].
         self._n = n = int(round(ENVELOPE_SECONDS * r))
         self._env = np.zeros(2 * n, dtype=np.float32)
-        self._pos = n - 1
+        self._pos = 0
         self._mean = 0.0
         self._k_mean = 1.0 - math.exp(-1.0 / (MEAN_SECONDS * r))
 
-        # Leaky autocorrelation, stored by lag 0 .. L-1.
+        # Leaky autocorrelation by lag 0 .. L-1, stored as _acf * _acf_scale: the decay shrinks
+        # the Python float scale instead of the array, and new products are added divided by it.
         self._L = L = min(n - 1, int(math.ceil(MAX_LAG_SECONDS * r)) + 2)
         self._acf = np.zeros(L, dtype=np.float32)
+        self._acf_scale = 1.0
         self._prod = np.zeros(L, dtype=np.float32)
-        self._acf_decay = np.float32(math.exp(-1.0 / (ACF_SECONDS * r)))
+        self._acf_decay = float(np.float32(math.exp(-1.0 / (ACF_SECONDS * r))))
 
         # Tempo grid and comb matrix [n_tempi, L]: harmonics 1..4 of each period with linear
         # interpolation between lags, times the tempo prior, normalised per row by the weights used.
@@ -134,8 +141,10 @@ class BeatTracker:
                 total += w
             prior = math.exp(-0.5 * (math.log2(bpm / PRIOR_BPM) / PRIOR_OCTAVES) ** 2)
             comb[i] *= prior / total
-        self._comb = comb.astype(np.float32)
-        self._scores = np.zeros(n_grid, dtype=np.float32)
+        # One more row, the mean of all the others, gives the mean score in the same product.
+        self._comb = np.vstack([comb, comb.mean(axis=0)]).astype(np.float32)
+        self._scores_all = np.zeros(n_grid + 1, dtype=np.float32)
+        self._scores = self._scores_all[:n_grid]
         self._near = max(1, int(round(math.log1p(NEAR) / math.log1p(GRID_STEP))))
         self._switch_updates = max(1, int(round(SWITCH_SECONDS * r / TEMPO_EVERY)))
         self._challenger = -1
@@ -150,6 +159,7 @@ class BeatTracker:
         self._fold_w = np.array([PHASE_DECAY ** k for k in range(PHASE_BEATS)], dtype=np.float32)
         self._fold_period = 0.0
         self._fold_len = 0
+        self._fold_view = self._fold[:0]
         self._peak_max = 0.0
         self._peak_decay = math.exp(-1.0 / (PEAK_SECONDS * r))
 
@@ -194,22 +204,23 @@ class BeatTracker:
         if x < 0.0:
             x = 0.0
         n = self._n
-        pos = self._pos + 1
-        if pos >= 2 * n:
-            pos = n
-        self._env[pos] = x
-        self._env[pos - n] = x
+        pos = self._pos - 1
+        if pos < 0:
+            pos = n - 1
+        env = self._env
+        env[pos] = x
+        env[pos + n] = x
         self._pos = pos
 
-        L = self._L
+        # acf[lag] = decay * acf[lag] + x[t] * x[t - lag], with x[t - lag] = env[pos + lag].
+        scale = self._acf_scale * self._acf_decay
         if x > 0.0:
-            # acf[lag] = decay * acf[lag] + x[t] * x[t - lag]; recent[::-1][lag] = x[t - lag].
-            recent = self._env[pos - L + 1:pos + 1]
-            np.multiply(recent[::-1], np.float32(x), out=self._prod)
-            self._acf *= self._acf_decay
-            self._acf += self._prod
-        else:
-            self._acf *= self._acf_decay
+            np.multiply(env[pos:pos + self._L], x / scale, out=self._prod)
+            np.add(self._acf, self._prod, out=self._acf)
+        if scale < 1e-6:  # fold the scale back in long before the stored values could overflow
+            np.multiply(self._acf, scale, out=self._acf)
+            scale = 1.0
+        self._acf_scale = scale
 
         if not self.locked and self.hops % TEMPO_EVERY == 0 and self.hops >= self._warmup:
             self._estimate_tempo()
@@ -263,11 +274,11 @@ class BeatTracker:
             self._bar_evidence = ev[best:] + ev[:best]
 
     def _estimate_tempo(self) -> None:
-        acf0 = float(self._acf[0])
-        if acf0 <= 1e-12:
+        acf0 = float(self._acf[0])   # the scores below share the acf's scale factor
+        if acf0 * self._acf_scale <= 1e-12:
             self.confidence = 0.0
             return
-        np.dot(self._comb, self._acf, out=self._scores)
+        np.dot(self._comb, self._acf, out=self._scores_all)
         s = self._scores
         lo_i, hi_i = 0, s.size
         if self._anchor > 0.0:  # steered: stay within NEAR of the tapped / set tempo
@@ -293,7 +304,7 @@ class BeatTracker:
                 self._challenger, self._challenger_count = -1, 0
         # Confidence: the comb's peak over its mean (the floor every tempo gets from a non-negative
         # envelope), against lag 0 over that mean: ~1 for a perfectly periodic envelope, ~0 for noise.
-        floor = float(s.sum()) / s.size
+        floor = float(self._scores_all[-1])
         conf = (float(s[best]) - floor) / (acf0 - floor) if acf0 > floor else 0.0
         conf = 0.0 if conf < 0.0 else (1.0 if conf > 1.0 else conf)
         self.confidence = conf
@@ -319,19 +330,19 @@ class BeatTracker:
         period = self._period
         if abs(period - self._fold_period) > 0.15:  # offsets are whole hops anyway
             self._build_fold(period)
-        n = self._n
-        # Window ending at the newest sample: index j of `recent` is x[t - (len - 1 - j)].
-        recent = self._env[self._pos - n + 1:self._pos + 1]
-        recent.take(self._fold_idx, out=self._fold_vals)
+        # The newest n envelope values, newest first: index j is x[t - j].
+        recent = self._env[self._pos:self._pos + self._n]
+        recent.take(self._fold_idx, out=self._fold_vals, mode="clip")  # indices are in range
         np.dot(self._fold_w, self._fold_vals, out=self._fold)
-        fold = self._fold[:self._fold_len]
-        k = int(fold.argmax())
-        peak = float(fold[k])
+        fold = self._fold_view.tolist()
+        peak = max(fold)
+        k = fold.index(peak)               # the first maximum, as argmax
         pmax = self._peak_max * self._peak_decay
         if peak > pmax:
             pmax = peak
         self._peak_max = pmax
-        if peak <= 0.0 or peak * self._fold_len < PHASE_SALIENCE * float(fold.sum()) or peak < PHASE_RELATIVE * pmax:
+        if (peak <= 0.0 or peak * self._fold_len < PHASE_SALIENCE * sum(fold)
+                or peak < PHASE_RELATIVE * pmax):
             return
         measured = k / period            # the last beat was k hops ago
         err = measured - self._phase
@@ -344,9 +355,10 @@ class BeatTracker:
         offsets = np.arange(self._max_period)
         for k in range(PHASE_BEATS):
             back = offsets + int(round(k * period))
-            self._fold_idx[k] = np.clip(n - 1 - back, 0, n - 1)
+            self._fold_idx[k] = np.clip(back, 0, n - 1)
         self._fold_period = period
         self._fold_len = m
+        self._fold_view = self._fold[:m]
 
     # --- steering ------------------------------------------------------------------------------
 

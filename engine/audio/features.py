@@ -197,19 +197,18 @@ class FeatureExtractor:
         self._rfft = _make_rfft(n_fft)
         nb = n_fft // 2 + 1
         self._spec = np.zeros(nb, dtype=np.complex64)
-        self._mag = np.zeros(nb, dtype=np.float32)
-        # Rows summed per band by one reduceat: power, flux rise, log power (for flatness). One
-        # spare zero column at the end so that band edges may equal nb.
-        self._rows = np.zeros((3, nb + 1), dtype=np.float32)
-        self._power = self._rows[0, :nb]
-        self._rise = self._rows[1, :nb]
-        self._logpow = self._rows[2, :nb]
-        self._sums = np.zeros((3, 4), dtype=np.float32)
-        # Log-magnitude for the flux, kept as log(1/gamma + |X|): it differs from
-        # log(1 + gamma |X|) by the constant log(gamma), which cancels in the hop-to-hop rise.
-        self._logmag = np.zeros(nb, dtype=np.float32)
-        self._prev_logmag = np.zeros(nb, dtype=np.float32)
-        self._log_offset = np.float32(1.0 / LOG_GAMMA)
+        # Two spectral workspaces, used on alternate hops (the previous hop's log-magnitude is the
+        # other one's), rows: 0 magnitude |X|, 1 power |X|^2, 2 log(1/gamma + |X|), 3 log power
+        # (for flatness), 4 flux rise. The log-magnitude differs from log(1 + gamma |X|) by the
+        # constant log(gamma), which cancels in the hop-to-hop rise. Rows 1..4 are summed per band
+        # by one reduceat; the spare zero column at the end lets band edges equal nb.
+        self._work = []
+        for w in (np.zeros((5, nb + 1), dtype=np.float32) for _ in range(2)):
+            # views made once: mag, power, log inputs (mag, power), logs, log-magnitude, rise, summed
+            self._work.append((w[0, :nb], w[1, :nb], w[:2, :nb], w[2:4, :nb], w[2, :nb], w[4, :nb],
+                               w[1:]))
+        self._log_offsets = np.array([[1.0 / LOG_GAMMA], [1e-20]], dtype=np.float32)
+        self._sums = np.zeros((4, 4), dtype=np.float32)
 
         freqs = np.fft.rfftfreq(n_fft, 1.0 / sr)
         nyq = sr / 2.0
@@ -313,21 +312,18 @@ class FeatureExtractor:
         # --- spectrum: magnitude, power, flux rise, log power; then every sum in two calls ---
         np.multiply(frame, self._window, out=self._windowed)
         self._rfft(self._windowed, self._spec)
-        mag = self._mag
+        work, prev = self._work
+        self._work = prev, work
+        mag, power, log_in, logs, logmag, rise, summed = work
         np.abs(self._spec, out=mag)
-        power = self._power
         np.multiply(mag, mag, out=power)
-        logmag, prev = self._logmag, self._prev_logmag
-        np.add(mag, self._log_offset, out=logmag)
-        np.log(logmag, out=logmag)
-        np.subtract(logmag, prev, out=self._rise)
-        np.maximum(self._rise, 0.0, out=self._rise)
-        self._prev_logmag, self._logmag = logmag, prev
-        np.add(power, 1e-20, out=self._logpow)
-        np.log(self._logpow, out=self._logpow)
-        np.add.reduceat(self._rows, self._edges, axis=1, out=self._sums)
+        np.add(log_in, self._log_offsets, out=logs)   # 1/gamma + |X|, |X|^2 + 1e-20
+        np.log(logs, out=logs)
+        np.subtract(logmag, prev[4], out=rise)
+        np.maximum(rise, 0.0, out=rise)
+        np.add.reduceat(summed, self._edges, axis=1, out=self._sums)
         np.dot(self._mag_rows, mag, out=self._mag_sums)
-        energy, seg, logseg = self._sums.tolist()
+        energy, _, logseg, seg = self._sums.tolist()
 
         # --- bands: ratio to baseline, attack/release, auto-gained level ---
         self._base_weight += self._k_base * (1.0 - self._base_weight)
@@ -383,7 +379,7 @@ class FeatureExtractor:
         self._hist_pos = 0 if p == hist_len else p
 
         # --- spectral shape ---
-        msum, cnum = self._mag_sums[:2].tolist()
+        msum, cnum, *chroma_raw = self._mag_sums.tolist()
         if msum > 1e-7:
             c = (math.log(max(cnum / msum, 20.0)) - self._log_fmin) / self._log_span
             feats["centroid"] = min(1.0, max(0.0, c))
@@ -395,7 +391,7 @@ class FeatureExtractor:
             feats["flatness"] = 0.0
 
         chroma = feats["chroma"]
-        cmax = float(self._chroma_raw.max())
+        cmax = max(chroma_raw)
         if cmax > 1e-6:
             np.multiply(self._chroma_raw, 1.0 / cmax, out=chroma)
         else:
