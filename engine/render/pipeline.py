@@ -10,8 +10,14 @@ Each effect is an ISF shader (``shader_dir/<name>.fs``, see :mod:`engine.render.
 draw one full-screen triangle each. A pass with a ``TARGET`` draws into that buffer (two textures
 swapped after each write, so a pass may read its own previous contents; ``PERSISTENT`` buffers
 keep them across frames, ``FLOAT`` buffers are half-float 'f2'); the last pass draws into the
-next chain texture. Every GL object is created in ``__init__``/:meth:`set_chain`; a frame only
-writes textures and uniforms that exist.
+next chain texture. Every GL object is created in ``__init__``/:meth:`set_chain`/
+:meth:`reload_changed`; a frame only writes textures and uniforms that exist.
+
+Hot reload: :meth:`Renderer.reload_changed` stats the chain's files (one ``stat`` each) and
+recompiles the ones whose modification time or size changed. A file that no longer compiles is
+reported and the previously compiled version keeps running; so does a deleted file. A reloaded
+effect takes over its predecessor's pass buffers where name, size and format match, so feedback
+trails survive an edit.
 """
 
 from __future__ import annotations
@@ -91,15 +97,24 @@ class _Effect:
     """One compiled ISF effect in the chain, with its buffers and uniform handles."""
 
     def __init__(self, ctx: moderngl.Context, name: str, path: Path, shader: IsfShader,
-                 output_size: tuple[int, int], blank: moderngl.Texture):
+                 output_size: tuple[int, int], blank: moderngl.Texture,
+                 adopt: Mapping[str, _Target] | None = None, sig: tuple | None = None):
+        """``adopt``: buffers of a previous version of this effect, taken over (not copied)
+        where name, size and format match; the caller then drops them from the old effect."""
         self.name, self.path, self.shader = name, path, shader
-        self.mtime = path.stat().st_mtime_ns
+        self.sig = sig if sig is not None else _signature(path)
         self.program = shader.compile(ctx)
         self.vao = ctx.vertex_array(self.program, [])
         self.targets: dict[str, _Target] = {}
+        adopt = adopt or {}
         for p in shader.passes:
             if p.target and p.target not in self.targets:
-                self.targets[p.target] = _Target(ctx, p.size(output_size), p.float)
+                size = p.size(output_size)
+                old = adopt.get(p.target)
+                if old is not None and old.size == size and old.float == bool(p.float):
+                    self.targets[p.target] = old
+                else:
+                    self.targets[p.target] = _Target(ctx, size, p.float)
         self.pass_sizes = [p.size(output_size) for p in shader.passes]
         self.output_size = tuple(output_size)
         prog = self.program
@@ -200,6 +215,15 @@ class _Effect:
         self.program.release()
 
 
+def _signature(path: Path) -> tuple[int, int] | None:
+    """(mtime in ns, size) of a file, None if it cannot be stat'ed: one cheap system call."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
+
+
 def _clamp(inp: IsfInput, v):
     """``v`` limited to the input's MIN/MAX (componentwise for vectors); ints for long/bool."""
     lo, hi = inp.min, inp.max
@@ -249,6 +273,9 @@ class Renderer:
         self.shader_dir = Path(shader_dir)
         self.errors: list[str] = []
         self._effects: list[_Effect] = []
+        self._names: list[str | None] = []           # the chain as asked for (None: bad name)
+        self._slots: list[_Effect | None] = []       # per name: the running effect, if any
+        self._seen: list[tuple | None] = []          # per name: the file signature last looked at
         self._input = _texture(ctx, self.input_size, 3)
         self._chain = [_texture(ctx, self.output_size, 4) for _ in range(2)]
         self._fbos = [ctx.framebuffer(color_attachments=[t]) for t in self._chain]
@@ -281,19 +308,21 @@ class Renderer:
         old = {}
         for e in self._effects:
             old.setdefault(e.name, []).append(e)
-        effects, errors = [], []
+        slots, seen, errors = [], [], []
         for name in names:
+            effect, sig = None, None
             try:
                 if not isinstance(name, str) or not _EFFECT_NAME.match(name):
                     raise ShaderError(f"bad effect name {name!r} (use the file name without .fs)")
                 path = self.shader_dir / f"{name}.fs"
+                sig = _signature(path)
                 reuse = old.get(name)
-                if reuse and path.exists() and reuse[0].mtime == path.stat().st_mtime_ns:
-                    effects.append(reuse.pop(0))
-                    continue
-                shader = load_isf(path)
-                effects.append(_Effect(self.ctx, name, path, shader, self.output_size,
-                                       self._blank))
+                if reuse and sig is not None and reuse[0].sig == sig:
+                    effect = reuse.pop(0)
+                else:
+                    shader = load_isf(path)
+                    effect = _Effect(self.ctx, name, path, shader, self.output_size,
+                                     self._blank, sig=sig)
             except ShaderError as exc:
                 errors.append(str(exc))
                 log.warning("effect %s skipped: %s", name, exc)
@@ -301,11 +330,66 @@ class Renderer:
                 msg = f"{self.shader_dir / f'{name}.fs'}: {exc.strerror or exc}"
                 errors.append(msg)
                 log.warning("effect %s skipped: %s", name, msg)
+            slots.append(effect)
+            seen.append(sig)
         for rest in old.values():
             for e in rest:
                 e.release()
-        self._effects = effects
+        self._names = [n if isinstance(n, str) and _EFFECT_NAME.match(n) else None
+                       for n in names]
+        self._slots, self._seen = slots, seen
+        self._effects = [e for e in slots if e is not None]
         self.errors = errors
+
+    def reload_changed(self) -> list[str]:
+        """Recompile the chain's effects whose files changed since they were last looked at
+        (one ``stat`` per effect: cheap enough to call every few frames). Returns the names
+        reloaded. A file that fails to load or compile is reported once per change (the
+        ShaderError's one line, with file, line and the GLSL message, is appended to
+        :attr:`errors` and logged on ``lj.render``) and the previous version keeps running; a
+        deleted file keeps the loaded effect too. An effect that failed before is loaded once
+        its file is fixed. A successful reload takes over the old version's pass buffers where
+        sizes match, and drops that file's entries from :attr:`errors`."""
+        reloaded = []
+        for i, name in enumerate(self._names):
+            if name is None:  # a bad name, reported by set_chain
+                continue
+            path = self.shader_dir / f"{name}.fs"
+            sig = _signature(path)
+            if sig == self._seen[i]:
+                continue
+            self._seen[i] = sig
+            old = self._slots[i]
+            if sig is None:
+                if old is not None:
+                    log.warning("%s: shader file gone; effect %s keeps running", path, name)
+                continue
+            try:
+                shader = load_isf(path)
+                new = _Effect(self.ctx, name, path, shader, self.output_size, self._blank,
+                              adopt=old.targets if old is not None else None, sig=sig)
+            except (ShaderError, moderngl.Error) as exc:
+                msg = str(exc) if isinstance(exc, ShaderError) else f"{path}: {exc}".split("\n")[0]
+                self.errors.append(msg)
+                if old is not None:
+                    log.warning("effect %s not reloaded, the previous version keeps running: %s",
+                                name, msg)
+                else:
+                    log.warning("effect %s still not loaded: %s", name, msg)
+                continue
+            if old is not None:
+                for key, tgt in new.targets.items():
+                    if old.targets.get(key) is tgt:
+                        del old.targets[key]
+                old.release()
+            self._slots[i] = new
+            prefix = f"{path}:"
+            self.errors = [e for e in self.errors if not e.startswith(prefix)]
+            reloaded.append(name)
+            log.info("effect %s reloaded from %s", name, path)
+        if reloaded:
+            self._effects = [e for e in self._slots if e is not None]
+        return reloaded
 
     @property
     def inputs(self) -> dict[str, tuple]:
@@ -376,6 +460,22 @@ class Renderer:
             return flipped.copy()
         np.copyto(out, flipped)
         return out
+
+    def save_png(self, path: str | Path) -> Path:
+        """Write the last frame as shown (output size, every effect applied) to ``path`` as a
+        PNG. RenderError (one line) if nothing was rendered yet or the file cannot be written."""
+        from PIL import Image
+
+        path = Path(path)
+        if self._frame == 0:
+            raise RenderError(f"cannot save still {path}: no frame rendered yet")
+        try:
+            Image.fromarray(self.read(), "RGB").save(path, format="PNG")
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise RenderError(f"cannot save still {path}: {reason}") from None
+        log.info("still saved: %s", path)
+        return path
 
     def present(self, fbo: moderngl.Framebuffer, size: tuple[int, int]) -> None:
         """Draw the last frame into ``fbo`` (e.g. ``window.ctx.screen``) of ``size`` (w, h)
