@@ -91,6 +91,8 @@ def _add_live(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, help="stop after this many frames")
     p.add_argument("--seconds", type=_positive, help="stop after this many seconds")
     p.add_argument("--overlay", action="store_true", help="start with the h overlay shown")
+    p.add_argument("--stills", default="stills", metavar="DIR",
+                   help="where the s key and /lj/trigger/still save PNGs (default ./stills)")
     p.add_argument("--installation", action="store_true",
                    help="unattended: fullscreen, no cursor, audio files loop, restart after a crash")
     p.add_argument("--log", metavar="FILE",
@@ -187,7 +189,8 @@ def _live_options(args) -> "LiveOptions":
         osc_smoothing=max(0.0, args.osc_smoothing),
         oscquery_port=None if args.no_oscquery else (
             args.oscquery_port if args.oscquery_port is not None else args.osc_port),
-        max_frames=args.frames, max_seconds=args.seconds, overlay=args.overlay)
+        max_frames=args.frames, max_seconds=args.seconds, overlay=args.overlay,
+        stills_dir=args.stills)
 
 
 def _run_live(make_source, args) -> int:

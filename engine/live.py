@@ -54,6 +54,7 @@ class LiveOptions:
     max_frames: int | None = None
     max_seconds: float | None = None
     hide_cursor: bool = False
+    stills_dir: str = "stills"
     watch: bool = True
     overlay: bool = False
 
@@ -120,6 +121,7 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
     mapping_path = find_mapping(opts.mapping) if opts.mapping else None
     session = Session(source.sample_rate, mapping_path, opts.generator, (opts.size, opts.size))
     declare_params(controls, session.mapping)
+    controls.declare_trigger("still")
     if server is not None and opts.oscquery_port is not None:
         query = OscQueryServer(controls, osc_port=server.port, host=opts.osc_host,
                                port=opts.oscquery_port)
@@ -156,6 +158,7 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
         prev = None
         frame_no = 0
         gen_ema = 0.0
+        want_still = False
         while not stop.set:
             t0 = time.perf_counter()
             if window is not None:
@@ -166,9 +169,12 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
                         window.toggle_fullscreen()
                     elif key == "h":
                         show_overlay = not show_overlay
+                    elif key == "s":
+                        want_still = True
                 if window.should_close:
                     break
             snap = controls.snapshot()
+            want_still = want_still or "still" in snap.triggers
             if snap.mapping:
                 session.request_reload(find_mapping(snap.mapping))
             if opts.watch and frame_no % 20 == 0:
@@ -178,6 +184,7 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
                 if mtime != watched_mtime:
                     watched_mtime = mtime
                     session.request_reload(watched)
+                session.renderer.reload_changed()  # edited shaders; a broken one keeps the old
             if session.apply_reload():
                 declare_params(controls, session.mapping)
 
@@ -187,6 +194,9 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
                 runner.submit(params)
             if prev is not None:
                 session.draw(*prev)
+                if want_still:
+                    save_still(session.renderer, opts.stills_dir)
+                    want_still = False
                 if window is not None:
                     fb_w, fb_h = window.framebuffer_size
                     session.renderer.present(ctx.screen, (fb_w, fb_h))
@@ -270,6 +280,25 @@ def supervise(make_source, opts: LiveOptions, stop: StopFlag, delay: float = RES
         restarts += 1
         if stop.event.wait(delay):
             return None
+
+
+def save_still(renderer, folder: str) -> Path | None:
+    """Save the frame as shown (effects included) as ``<folder>/lj-<date>-<time>-<n>.png``."""
+    from engine.errors import RenderError
+
+    out = Path(folder)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    n = 0
+    while (out / f"lj-{stamp}-{n}.png").exists():
+        n += 1
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        path = renderer.save_png(out / f"lj-{stamp}-{n}.png")
+    except (RenderError, OSError) as exc:
+        log.error("still not saved: %s", exc)
+        return None
+    log.info("still saved: %s", path)
+    return path
 
 
 def declare_params(controls: Controls, mapping) -> None:

@@ -107,7 +107,8 @@ def test_osc_in_and_out_while_the_loop_runs(tmp_path):
     in_port = free_port()
     query_port = free_port(socket.SOCK_STREAM)
     opts = LiveOptions(size=32, headless=True, osc_port=in_port, oscquery_port=query_port,
-                       osc_out=[("127.0.0.1", listener.getsockname()[1])], max_seconds=20)
+                       osc_out=[("127.0.0.1", listener.getsockname()[1])], max_seconds=20,
+                       stills_dir=str(tmp_path / "stills"))
     stop = StopFlag()
     result = {}
     thread = threading.Thread(target=lambda: result.setdefault("stats", run_live(
@@ -122,6 +123,7 @@ def test_osc_in_and_out_while_the_loop_runs(tmp_path):
         client = SimpleUDPClient("127.0.0.1", in_port)
         client.send_message("/lj/mapping/load", str(other))
         client.send_message("/lj/param/glow", 0.25)
+        client.send_message("/lj/trigger/still", 1)
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.sendto(b"\x00garbage that is not OSC", ("127.0.0.1", in_port))  # logged, ignored
         time.sleep(1.5)
@@ -152,6 +154,11 @@ def test_osc_in_and_out_while_the_loop_runs(tmp_path):
     assert stats.last_params.uniforms["feedback.amount"] == pytest.approx(0.25)
     assert controls.stats["bad_packets"] >= 1
     assert stats.frames > 10
+    stills = list((tmp_path / "stills").glob("lj-*.png"))
+    assert len(stills) == 1, "one /lj/trigger/still, one PNG of the frame as shown"
+    from PIL import Image
+
+    assert Image.open(stills[0]).size == (32, 32)
 
 
 @pytest.mark.window
