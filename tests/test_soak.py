@@ -25,7 +25,7 @@ from engine.live import LiveOptions, StopFlag, run_live
 from support import SMALL_MAPPING, free_port
 
 SECONDS = float(os.environ.get("LJ_SOAK_SECONDS", "120"))
-pytestmark = [pytest.mark.slow, pytest.mark.audio_server]
+pytestmark = [pytest.mark.slow, pytest.mark.audio_server, pytest.mark.timeout(SECONDS + 180)]
 
 OTHER = SMALL_MAPPING.replace('from = "level"', 'from = "0.3 + 0.5 * bass_level"')
 
