@@ -205,9 +205,8 @@ def _run_live(make_source, args) -> int:
         stats = supervise(make_source, opts, stop)
     else:
         stats = run_live(make_source(), opts, stop)
-    if stats is not None and stats.frame_times:
-        fps = len(stats.frame_times) / sum(stats.frame_times)
-        print(f"lj: {stats.frames} frames, {fps:.1f} fps average")
+    if stats is not None and stats.frames:
+        print(f"lj: {stats.frames} frames, {stats.mean_fps():.1f} fps average")
     return 0
 
 

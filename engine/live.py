@@ -113,27 +113,30 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
 
     stop = stop or StopFlag()
     controls = Controls(smoothing=opts.osc_smoothing)
-    server = query = None
-    if opts.osc_port is not None:
-        server = OscServer(controls, host=opts.osc_host, port=opts.osc_port, allow=opts.osc_allow)
-        server.start()  # a busy port fails here, before anything opens
-    sender = OscSender(targets=opts.osc_out) if opts.osc_out else None
-    mapping_path = find_mapping(opts.mapping) if opts.mapping else None
-    session = Session(source.sample_rate, mapping_path, opts.generator, (opts.size, opts.size))
-    declare_params(controls, session.mapping)
-    controls.declare_trigger("still")
-    if server is not None and opts.oscquery_port is not None:
-        query = OscQueryServer(controls, osc_port=server.port, host=opts.osc_host,
-                               port=opts.oscquery_port)
-        try:
-            query.start()
-            log.info("OSCQuery on http://%s:%d/", opts.osc_host, query.port)
-        except ControlError as exc:  # discovery is a convenience: the show goes on without it
-            log.warning("%s; running without OSCQuery", exc)
-            query = None
-    window = ctx = overlay = None
+    server = query = sender = session = window = ctx = overlay = None
+    prev = None
+    source_started = False
     stats = FrameStats()
     try:
+        if opts.osc_port is not None:
+            server = OscServer(controls, host=opts.osc_host, port=opts.osc_port,
+                               allow=opts.osc_allow)
+            server.start()  # a busy port fails here, before anything opens
+        sender = OscSender(targets=opts.osc_out) if opts.osc_out else None
+        mapping_path = find_mapping(opts.mapping) if opts.mapping else None
+        session = Session(source.sample_rate, mapping_path, opts.generator,
+                          (opts.size, opts.size))
+        declare_params(controls, session.mapping)
+        controls.declare_trigger("still")
+        if server is not None and opts.oscquery_port is not None:
+            query = OscQueryServer(controls, osc_port=server.port, host=opts.osc_host,
+                                   port=opts.oscquery_port)
+            try:
+                query.start()
+                log.info("OSCQuery on http://%s:%d/", opts.osc_host, query.port)
+            except ControlError as exc:  # discovery is a convenience: the show goes on
+                log.warning("%s; running without OSCQuery", exc)
+                query = None
         if opts.headless:
             ctx = headless_context()
         else:
@@ -152,10 +155,10 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
         watched = session.mapping_path
         watched_mtime = _mtime(watched)
         source.start()
+        source_started = True
         log.info("running: %s, generator %dx%d, %s", session.mapping_path.name, opts.size,
                  opts.size, "headless" if window is None else "window")
         started = time.perf_counter()
-        prev = None
         frame_no = 0
         gen_ema = 0.0
         want_still = False
@@ -225,8 +228,7 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
             gen_ema = 0.9 * gen_ema + 0.1 * runner.last_gen_s
             prev = (runner.result(timeout=max(LATE_MIN_S, LATE_FACTOR * gen_ema)), params)
             frame_no += 1
-            stats.add(time.perf_counter() - t0)
-            stats.gen_times.append(runner.last_gen_s)
+            stats.add(time.perf_counter() - t0, runner.last_gen_s)
             if getattr(source, "finished", False):
                 break
             if opts.max_frames is not None and frame_no >= opts.max_frames:
@@ -234,14 +236,16 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
             if opts.max_seconds is not None and time.perf_counter() - started >= opts.max_seconds:
                 break
     finally:
-        source.stop()
+        if source_started:
+            source.stop()
         if query is not None:
             query.stop()
         if server is not None:
             server.stop()
         if sender is not None:
             sender.close()
-        session.close()
+        if session is not None:
+            session.close()
         if window is not None:
             window.close()
         elif ctx is not None:

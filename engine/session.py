@@ -126,21 +126,36 @@ def chain_inputs(chain: list[str], shader_dir: Path) -> dict[str, tuple]:
 
 @dataclass
 class FrameStats:
-    """Frame timing for the overlay and the benchmarks (seconds)."""
+    """Frame timing for the overlay and the benchmarks (seconds).
+
+    ``frame_times`` and ``gen_times`` keep the most recent frames only (between ``KEEP`` and
+    ``2 * KEEP``), so a show that runs for weeks does not grow; ``frames`` and ``total_s`` count
+    everything.
+    """
+
+    KEEP = 100_000
 
     frame_times: list = field(default_factory=list)
     gen_times: list = field(default_factory=list)
     frames: int = 0
+    total_s: float = 0.0
 
-    def add(self, frame_s: float) -> None:
+    def add(self, frame_s: float, gen_s: float = 0.0) -> None:
         self.frames += 1
-        self.frame_times.append(frame_s)
-        if len(self.frame_times) > 100_000:
-            del self.frame_times[:50_000]
+        self.total_s += frame_s
+        for values, v in ((self.frame_times, frame_s), (self.gen_times, gen_s)):
+            values.append(v)
+            if len(values) > 2 * self.KEEP:
+                del values[:self.KEEP]
 
     def fps(self, last: int = 60) -> float:
+        """Frames per second over the ``last`` frames."""
         recent = self.frame_times[-last:]
         return len(recent) / sum(recent) if recent and sum(recent) > 0 else 0.0
+
+    def mean_fps(self) -> float:
+        """Frames per second over the whole run."""
+        return self.frames / self.total_s if self.total_s > 0 else 0.0
 
 
 class Session:

@@ -70,3 +70,21 @@ def test_lj_run_installation_logs_to_a_rotating_file(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "30 frames" in result.stdout
     assert "running:" in log.read_text()
+
+
+def test_a_failed_start_leaves_no_osc_server_behind(tmp_path):
+    from engine.errors import MappingError
+    from engine.live import run_live
+    from support import free_port
+
+    samples, sr, _ = demo_song(seconds=3.0)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[route]]\nfrom = "nope"\nto = "noise"\n')
+    port = free_port()
+    for _ in range(2):  # the second attempt would find the port busy if the first leaked it
+        with pytest.raises(MappingError, match="bad.toml:2"):
+            run_live(PacedSource(samples, sr),
+                     LiveOptions(mapping=str(bad), size=32, headless=True, osc_port=port))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", port))
+    sock.close()

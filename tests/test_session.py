@@ -171,3 +171,16 @@ def test_the_tempo_tracker_drives_a_mapping(tmp_path):
         assert abs(peaks - 5.0 * bpm / 60) <= 2, f"{peaks} pulses in 5 s at {bpm} BPM"
     finally:
         s.close()
+
+
+def test_frame_stats_stay_bounded_for_weeks_long_shows():
+    from engine.session import FrameStats
+
+    stats = FrameStats()
+    stats.KEEP = 1000
+    for i in range(25_000):
+        stats.add(0.01, 0.004)
+    assert stats.frames == 25_000
+    assert len(stats.frame_times) <= 2000 and len(stats.gen_times) <= 2000
+    assert stats.mean_fps() == pytest.approx(100.0)
+    assert stats.fps() == pytest.approx(100.0)
