@@ -188,6 +188,7 @@ class Session:
         self.analysis = Analysis(sr)
         self.runner = GeneratorRunner(self.generator, device=device, threaded=threaded)
         self.renderer = None
+        self._audio: dict[str, float] = {}  # the audio uniforms, updated in place each frame
         self._pending_mapping = None
         self._queued: Path | None = None
         self._loader: threading.Thread | None = None
@@ -212,7 +213,9 @@ class Session:
         return self.renderer
 
     def draw(self, image: np.ndarray, params: FrameParams) -> None:
-        self.renderer.render(image, params.uniforms, params.t, audio_uniforms(self.analysis.features))
+        """Run the shader chain on ``image`` with the frame's uniforms and the audio uniforms."""
+        self.renderer.render(image, params.uniforms, params.t,
+                             audio_uniforms(self.analysis.features, self._audio))
 
     # -- live reloads ---------------------------------------------------------------------------
     def request_reload(self, path: str | Path | None = None) -> None:
@@ -273,6 +276,10 @@ class Session:
 AUDIO_UNIFORMS = ("bass", "mid", "treb", "bass_att", "mid_att", "treb_att", "level", "flux", "onset")
 
 
-def audio_uniforms(features: dict) -> dict[str, float]:
-    """The scalar features every shader may read as ``lj_<name>`` uniforms."""
-    return {k: float(features.get(k, 0.0)) for k in AUDIO_UNIFORMS}
+def audio_uniforms(features: dict, out: dict | None = None) -> dict[str, float]:
+    """The scalar features every shader may read as ``lj_<name>`` uniforms (into ``out``, reused
+    from frame to frame, when given)."""
+    out = {} if out is None else out
+    for k in AUDIO_UNIFORMS:
+        out[k] = float(features.get(k, 0.0))
+    return out
