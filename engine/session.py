@@ -14,6 +14,7 @@ through the shader chain and out.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.audio.features import FeatureExtractor
+from engine.audio.ring import HopReader
 from engine.errors import LJError, MappingError
 from engine.frame import FrameParams
 from engine.generators.runner import GeneratorRunner, load_generator
@@ -35,13 +37,19 @@ N_FFT = 2048
 
 
 class ArrayReader:
-    """Reads hops out of an in-memory mono signal, with the interface of ``RingBuffer.read``.
+    """An in-memory mono signal with the reading side of a :class:`RingBuffer`.
 
-    Samples past the end read as silence, so a render can run on after the song ends.
+    Nothing is ever overwritten, and samples past the end read as silence (a render can run on
+    after the song ends), so every position is "written".
     """
+
+    total_written = sys.maxsize
 
     def __init__(self, mono: np.ndarray):
         self.mono = np.ascontiguousarray(mono, dtype=np.float32)
+
+    def oldest(self) -> int:
+        return 0
 
     def read(self, start: int, out: np.ndarray) -> bool:
         n = len(self.mono)
@@ -64,10 +72,10 @@ def to_mono(samples: np.ndarray) -> np.ndarray:
 class Analysis:
     """Brings features and the mapping's per-hop state up to an audio position.
 
-    ``advance`` processes every complete hop that ends at or before ``pos``; the features of a
-    hop are passed straight to ``mapping.step_hop``. If a live reader has already overwritten the
-    hops we have not processed (the loop stalled for longer than the ring holds), the missing hops
-    are skipped and counted in ``dropped_hops``.
+    ``advance`` processes every complete hop that ends at or before ``pos`` (drained by a
+    :class:`~engine.audio.ring.HopReader`); the features of a hop go straight to
+    ``mapping.step_hop``. If a live ring has already overwritten hops not yet processed (the loop
+    stalled for longer than the ring holds), they are skipped and counted in ``dropped_hops``.
     """
 
     def __init__(self, sr: int, hop: int = HOP, n_fft: int = N_FFT):
@@ -75,24 +83,24 @@ class Analysis:
         self.extractor = FeatureExtractor(sr, hop=hop, n_fft=n_fft)
         self.hops = 0
         self.dropped_hops = 0
-        self._block = np.zeros(hop, np.float32)
+        self._hop_reader: HopReader | None = None
 
     @property
     def features(self) -> dict:
         return self.extractor.features
 
     def advance(self, reader, pos: int, mapping, controls: dict) -> None:
-        target = pos // self.hop
-        while self.hops < target:
-            if not reader.read(self.hops * self.hop, self._block):
-                # Too old: jump to the most recent hops still in the reader.
-                skip_to = max(self.hops + 1, target - 8)
-                self.dropped_hops += skip_to - self.hops
-                self.hops = skip_to
-                continue
-            features = self.extractor.process_hop(self._block)
-            mapping.step_hop(features, controls)
-            self.hops += 1
+        """``reader`` is a :class:`RingBuffer` or an :class:`ArrayReader`."""
+        hops = self._hop_reader
+        if hops is None or hops.ring is not reader:
+            hops = self._hop_reader = HopReader(reader, self.hop, start=self.hops * self.hop)
+            dropped_before = 0
+        else:
+            dropped_before = hops.dropped
+        for block in hops.hops(pos):
+            mapping.step_hop(self.extractor.process_hop(block), controls)
+        self.hops = hops.next_start // self.hop
+        self.dropped_hops += (hops.dropped - dropped_before) // self.hop
 
 
 def compile_file(path: str | Path | None, space, sr: int, hop: int = HOP):

@@ -184,3 +184,19 @@ def test_frame_stats_stay_bounded_for_weeks_long_shows():
     assert len(stats.frame_times) <= 2000 and len(stats.gen_times) <= 2000
     assert stats.mean_fps() == pytest.approx(100.0)
     assert stats.fps() == pytest.approx(100.0)
+
+
+def test_a_stalled_loop_skips_the_hops_the_ring_no_longer_holds(song):
+    samples, sr = song
+    mono = to_mono(samples)
+    ring = RingBuffer(8 * 512)
+    s = Session(sr, size=SIZE, threaded=False)
+    try:
+        ring.write(mono[:4096])
+        s.params_at(ring, ring.total_written)
+        assert s.analysis.hops == 8 and s.analysis.dropped_hops == 0
+        ring.write(mono[4096:4096 + 20 * 512])   # the loop stalled for 20 hops; the ring holds 8
+        s.params_at(ring, ring.total_written)
+        assert s.analysis.hops == 28 and s.analysis.dropped_hops == 12
+    finally:
+        s.close()
