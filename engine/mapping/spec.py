@@ -17,19 +17,15 @@ from pathlib import Path
 from typing import Any, Iterable, Union
 
 from engine.errors import MappingError
+from engine.audio import features as audio_features
 from engine.mapping import expr as ex
 
 # ---------------------------------------------------------------------------------------------
 # Vocabulary
 
-#: Scalar audio features (see docs/features.md for their ranges).
-SCALAR_FEATURES = (
-    "rms", "loudness", "level", "bass", "mid", "treb", "bass_att", "mid_att", "treb_att",
-    "bass_level", "mid_level", "treb_level", "flux", "flux_low", "flux_mid", "flux_high",
-    "onset", "onset_low", "onset_mid", "onset_high", "centroid", "flatness",
-    # from the live tempo tracker (engine/audio/beat.py): beat/downbeat are 0/1 events
-    "bpm", "bpm_confidence", "beat_phase", "bar_phase", "beat", "downbeat",
-)
+#: Scalar audio features: the analyser's own list, so a new feature is a mapping source at once
+#: (see docs/features.md for their ranges; ``beat``/``downbeat`` are 0/1 events).
+SCALAR_FEATURES = audio_features.SCALAR_FEATURES
 #: Vector audio features and their lengths.
 VECTOR_FEATURES = {"chroma": 12}
 #: Sources that exist only when ``[clock] bpm`` is set (``beat_phase``/``bar_phase`` are then
