@@ -78,3 +78,12 @@ def wait_for(pred, what: str, timeout: float = 5.0) -> None:
             pytest.fail(f"timed out waiting for {what}")
         time.sleep(0.002)
 
+
+def capture_device():
+    """None when PortAudio's default input is PulseAudio's (the tests' own server), else the
+    device named "pulse"."""
+    import sounddevice as sd
+
+    default = sd.query_devices(kind="input")["name"].lower()
+    return None if default in ("default", "pulse") or "pulse" in default else "pulse"
+

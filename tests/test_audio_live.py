@@ -16,6 +16,7 @@ import soundfile as sf
 
 from engine.audio.sources import FilePlayer, LiveInput, list_devices, load_audio
 from engine.errors import AudioError
+from support import capture_device
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -50,13 +51,6 @@ def loudest(x, sr, seconds=0.2):
     best = max(range(0, max(1, x.size - n), step), key=lambda i: rms(x[i:i + n]))
     return x[best:best + n]
 
-
-def capture_device():
-    """None when PortAudio's default input is PulseAudio's, else the device named "pulse"."""
-    import sounddevice as sd
-
-    default = sd.query_devices(kind="input")["name"].lower()
-    return None if default in ("default", "pulse") or "pulse" in default else "pulse"
 
 
 def start_capture(pulse_sink, monkeypatch):

@@ -14,15 +14,10 @@ import pytest
 import soundfile as sf
 
 from engine.audio.sources import LiveInput
+from support import capture_device
 
 pytestmark = pytest.mark.audio_server
 
-
-def capture_device():
-    import sounddevice as sd
-
-    default = sd.query_devices(kind="input")["name"].lower()
-    return None if default in ("default", "pulse") or "pulse" in default else "pulse"
 
 
 def wait_for(predicate, timeout, what):

@@ -18,7 +18,7 @@ from pythonosc.udp_client import SimpleUDPClient
 from engine.audio.demo import demo_song, write_demo_wav
 from engine.live import LiveOptions, StopFlag, run_live
 from engine.session import ArrayReader, Session
-from support import PacedSource, free_port
+from support import capture_device, PacedSource, free_port
 
 
 STATIC = """
@@ -39,12 +39,6 @@ direction = { seed = 3 }
 layers = "all"
 """
 
-
-def capture_device():
-    import sounddevice as sd
-
-    default = sd.query_devices(kind="input")["name"].lower()
-    return None if default in ("default", "pulse") or "pulse" in default else "pulse"
 
 
 @pytest.mark.audio_server

@@ -22,7 +22,7 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 
 from engine.audio.demo import write_demo_wav
 from engine.live import LiveOptions, StopFlag, run_live
-from support import SMALL_MAPPING, free_port
+from support import capture_device, SMALL_MAPPING, free_port
 
 SECONDS = float(os.environ.get("LJ_SOAK_SECONDS", "120"))
 pytestmark = [pytest.mark.slow, pytest.mark.audio_server, pytest.mark.timeout(SECONDS + 180)]
@@ -38,12 +38,6 @@ def rss_bytes() -> int:
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
-
-def capture_device():
-    import sounddevice as sd
-
-    default = sd.query_devices(kind="input")["name"].lower()
-    return None if default in ("default", "pulse") or "pulse" in default else "pulse"
 
 
 def fuzz(port, stop, counts):
