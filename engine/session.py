@@ -121,14 +121,11 @@ def check_uniform_targets(mapping, inputs: dict) -> None:
 
 def chain_inputs(chain: list[str], shader_dir: Path) -> dict[str, tuple]:
     """The ``"<effect>.<input>"`` names a shader chain offers, read from the ISF headers (no GL)."""
-    from engine.render.isf import load_isf
+    from engine.render.isf import load_isf, value_inputs
 
     inputs = {}
     for name in chain:
-        shader = load_isf(Path(shader_dir) / f"{name}.fs")
-        for inp in shader.inputs:
-            if inp.glsl_type != "sampler2D":
-                inputs[f"{name}.{inp.name}"] = (inp.default, inp.min, inp.max)
+        inputs.update(value_inputs(name, load_isf(Path(shader_dir) / f"{name}.fs")))
     return inputs
 
 

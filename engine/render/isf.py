@@ -300,6 +300,13 @@ def parse_isf(text: str, path: str = "<isf>") -> IsfShader:
         preamble_lines=preamble.count("\n"), header_line=header_line, raw=header)
 
 
+def value_inputs(effect: str, shader: IsfShader) -> dict[str, tuple]:
+    """``{"<effect>.<input>": (default, min, max)}`` for every non-image input of ``shader``:
+    the names a mapping's ``shader.<effect>.<input>`` targets and OSC use."""
+    return {f"{effect}.{inp.name}": (inp.default, inp.min, inp.max)
+            for inp in shader.inputs if inp.glsl_type != "sampler2D"}
+
+
 def load_isf(path: str | Path) -> IsfShader:
     """Read and translate the ISF file at ``path``; ShaderError (one line) on any problem."""
     p = str(path)

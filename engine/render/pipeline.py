@@ -33,7 +33,7 @@ import moderngl
 import numpy as np
 
 from engine.errors import RenderError, ShaderError
-from engine.render.isf import VERTEX_SHADER, IsfInput, IsfShader, load_isf
+from engine.render.isf import VERTEX_SHADER, IsfInput, IsfShader, load_isf, value_inputs
 
 __all__ = ["Renderer"]
 
@@ -396,12 +396,8 @@ class Renderer:
         """``{"<effect>.<input>": (default, min, max)}`` for every value input of the chain
         (min/max None where the shader gives none)."""
         out = {}
-        for e in self._effects:
-            for key, inp, _u in e.values:
-                out[key] = (inp.default, inp.min, inp.max)
-            for inp in e.shader.inputs:  # inputs the compiler optimised away still show
-                if inp.glsl_type != "sampler2D":
-                    out.setdefault(f"{e.name}.{inp.name}", (inp.default, inp.min, inp.max))
+        for e in self._effects:  # from the headers: inputs the compiler optimised away show too
+            out.update(value_inputs(e.name, e.shader))
         return out
 
     # -- frame ---------------------------------------------------------------------------------
