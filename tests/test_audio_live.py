@@ -16,17 +16,11 @@ import soundfile as sf
 
 from engine.audio.sources import FilePlayer, LiveInput, list_devices, load_audio
 from engine.errors import AudioError
-from support import capture_device
+from support import capture_device, wait_for
 
 
 # --- helpers -------------------------------------------------------------------------------------
 
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
 
 
 def read_ring(ring, start, stop):
@@ -60,7 +54,7 @@ def start_capture(pulse_sink, monkeypatch):
     live = LiveInput(device=capture_device())
     live.start()
     # PulseAudio can take a moment before the first block arrives.
-    wait_for(lambda: live.position >= live.sample_rate // 4, 8.0, "the capture to start")
+    wait_for(lambda: live.position >= live.sample_rate // 4, "the capture to start", timeout=8.0)
     return live
 
 
@@ -105,7 +99,7 @@ def test_file_player_without_portaudio_is_paced_by_the_clock(monkeypatch, caplog
         assert player.fallback
         assert any("wall clock" in r.getMessage() for r in caplog.records)
         seen = []
-        wait_for(lambda: seen.append(player.position) or player.finished, 10.0, "the end")
+        wait_for(lambda: seen.append(player.position) or player.finished, "the end", timeout=10.0)
     finally:
         player.stop()
     assert any(0 < p < len(x) for p in seen)          # it advanced gradually, not at once
@@ -128,7 +122,7 @@ def test_file_player_loops(monkeypatch):
     player = FilePlayer(x, 8000, blocksize=128, loop=True)
     player.start()
     try:
-        wait_for(lambda: player.position >= 700, 10.0, "two loops")
+        wait_for(lambda: player.position >= 700, "two loops", timeout=10.0)
     finally:
         player.stop()
     assert not player.finished
@@ -170,13 +164,13 @@ def test_live_input_hears_a_tone_burst_played_into_the_sink(pulse_sink, tmp_path
     try:
         sr = live.sample_rate
         quiet_from = live.position
-        wait_for(lambda: live.position >= quiet_from + sr // 4, 5.0, "silence to be captured")
+        wait_for(lambda: live.position >= quiet_from + sr // 4, "silence to be captured", timeout=5.0)
         quiet = read_ring(live.ring, quiet_from, quiet_from + sr // 4)
         burst_from = live.position
         subprocess.run(["paplay", f"--device={pulse_sink['name']}", str(wav)],
                        check=True, timeout=15)
         done = live.position
-        wait_for(lambda: live.position >= done + int(0.4 * sr), 5.0, "the tail of the burst")
+        wait_for(lambda: live.position >= done + int(0.4 * sr), "the tail of the burst", timeout=5.0)
         heard = read_ring(live.ring, burst_from, live.position)
     finally:
         live.stop()
@@ -208,12 +202,11 @@ def test_file_player_plays_into_the_sink_in_step_with_its_ring(pulse_sink, monke
     player = FilePlayer(x, sr)
     try:
         # the recorder must be hearing the sink before the tone starts
-        wait_for(lambda: sum(map(len, chunks)) >= 4 * cap_sr // 10, 10.0, "parec to start recording")
+        wait_for(lambda: sum(map(len, chunks)) >= 4 * cap_sr // 10, "parec to start recording", timeout=10.0)
         player.start()
         assert not player.fallback, "no sound card stream was opened"
         seen = []
-        wait_for(lambda: seen.append(player.position) or player.finished, 10.0,
-                 "the player to finish")
+        wait_for(lambda: seen.append(player.position) or player.finished, "the player to finish", timeout=10.0)
         time.sleep(0.4)  # the output's own latency
     finally:
         player.stop()

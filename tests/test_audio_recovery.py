@@ -14,17 +14,12 @@ import pytest
 import soundfile as sf
 
 from engine.audio.sources import LiveInput
-from support import capture_device
+from support import capture_device, wait_for
 
 pytestmark = pytest.mark.audio_server
 
 
 
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.02)
 
 
 def clock_rate(live, seconds=1.5):
@@ -64,7 +59,7 @@ def test_a_source_that_vanishes_and_returns(pulse_sink, tmp_path, monkeypatch):
     live = LiveInput(device=capture_device())
     try:
         live.start()
-        wait_for(lambda: live.position > live.sample_rate // 4, 10, "the capture to start")
+        wait_for(lambda: live.position > live.sample_rate // 4, "the capture to start", timeout=10)
         subprocess.run(["pactl", "unload-module", pulse_sink["module"]], check=True)
         time.sleep(3.0)  # PulseAudio moves the stream, or it stalls, the loss is noticed and
         # the gap is back-filled; after that the clock runs at the real rate
@@ -92,7 +87,7 @@ def start_server(runtime):
                              "--exit-idle-time=-1", "--use-pid-file=no", "--log-level=error"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for(lambda: subprocess.run(["pactl", "info"], env=env, capture_output=True).returncode == 0,
-             15, "the audio server to start")
+             "the audio server to start", timeout=15)
     subprocess.run(["pactl", "set-default-source", "own.monitor"], env=env, check=True)
     return proc, env
 
@@ -106,13 +101,13 @@ def test_the_audio_server_restarts(pulse_server, tmp_path, monkeypatch):
     live = LiveInput(device=capture_device())
     try:
         live.start()
-        wait_for(lambda: live.position > live.sample_rate // 4, 10, "the capture to start")
+        wait_for(lambda: live.position > live.sample_rate // 4, "the capture to start", timeout=10)
         proc.terminate()
         proc.wait(10)
-        wait_for(lambda: live.lost, 10, "the loss to be noticed")
+        wait_for(lambda: live.lost, "the loss to be noticed", timeout=10)
         assert clock_rate(live) == pytest.approx(live.sample_rate, rel=0.25)
         proc, env = start_server(runtime)
-        wait_for(lambda: not live.lost, 20, "the input to come back")
+        wait_for(lambda: not live.lost, "the input to come back", timeout=20)
         assert live.reopens >= 1
         assert hears(live, 660.0, "own", tone_file(tmp_path, hz=660.0), env=env)
     finally:
