@@ -19,6 +19,7 @@ to check the output's shape; a module that fails either is refused with a one-li
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -148,15 +149,18 @@ def load_torchscript(path: str | Path) -> TorchScriptGenerator:
 class _Export(torch.nn.Module):
     """What gets traced: the generator's two stages as methods, ``w_avg`` as a buffer."""
 
-    def __init__(self, gen: Generator):
+    def __init__(self, gen: Generator, vector_noise: bool = True):
         super().__init__()
         self.gen = gen
+        self.vector_noise = vector_noise  # False: the generator takes one noise value (its mean)
         self.register_buffer("w_avg", gen.w_avg.detach().clone())
 
     def mapping(self, z):
         return self.gen.mapping(z)
 
     def synthesize(self, w_plus, noise_strength, params):
+        if not self.vector_noise:
+            noise_strength = noise_strength.mean()
         p = params if len(getattr(self.gen, "param_names", ())) else None
         return self.gen.synthesize(w_plus, noise_strength, p) if p is not None \
             else self.gen.synthesize(w_plus, noise_strength)
@@ -171,20 +175,25 @@ def write_torchscript(gen: Generator, out: str | Path) -> Path:
     gen = gen.eval().cpu().float()
     names = tuple(getattr(gen, "param_names", ()))
     ranges = dict(getattr(gen, "param_ranges", {}) or {})
-    wrapper = _Export(gen).eval()
     z = torch.randn(1, gen.latent_dim, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         w = gen.mapping(z)
     w_plus = w[:, None].expand(1, gen.num_layers, gen.w_dim).contiguous()
     noise = torch.zeros(gen.num_layers)
     params = torch.tensor([ranges[n][0] for n in names], dtype=torch.float32)
-    try:
-        with torch.no_grad():
-            traced = torch.jit.trace_module(wrapper, {"mapping": (z,), "synthesize": (w_plus, noise, params)},
-                                            check_trace=False)
-    except Exception as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise GeneratorError(f"cannot export this generator as TorchScript ({detail[:160]})") from None
+    traced = None
+    for vector_noise in (True, False):  # per-layer noise first; a generator that takes only one
+        wrapper = _Export(gen, vector_noise).eval()  # value gets the mean of the layers'
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                traced = torch.jit.trace_module(
+                    wrapper, {"mapping": (z,), "synthesize": (w_plus, noise, params)}, check_trace=False)
+            break
+        except Exception as exc:
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if traced is None:
+        raise GeneratorError(f"cannot export this generator as TorchScript ({detail[:160]})")
     groups = {k: [r.start, r.stop] for k, r in gen.layer_groups().items() if k != "all"}
     meta = {"latent_dim": gen.latent_dim, "w_dim": gen.w_dim, "num_layers": gen.num_layers,
             "resolution": list(gen.resolution), "has_noise": bool(getattr(gen, "has_noise", False)),
