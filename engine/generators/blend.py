@@ -97,22 +97,29 @@ class BlendGenerator(Generator):
             self.register_buffer(f"_a{i}", sa[k].detach().clone())
             self.register_buffer(f"_b{i}", sb[k].detach().clone())
         self.register_buffer("_default", torch.tensor([0.0]), persistent=False)
+        self._pairs = None  # (a, b, destination) per blended tensor, rebuilt after .to()
 
     @property
     def w_avg(self) -> torch.Tensor:
         return self.live.w_avg
 
+    def _apply(self, fn, *args, **kwargs):
+        self._pairs = None  # .to() replaces buffers: look the tensors up again
+        return super()._apply(fn, *args, **kwargs)
+
     def _targets(self):
-        live = dict(self.live.net.named_parameters())
-        live.update(dict(self.live.net.named_buffers()))
-        return [live[k] for k in self._keys]
+        if self._pairs is None:
+            live = dict(self.live.net.named_parameters())
+            live.update(dict(self.live.net.named_buffers()))
+            self._pairs = [(getattr(self, f"_a{i}"), getattr(self, f"_b{i}"), live[k].data)
+                           for i, k in enumerate(self._keys)]
+        return self._pairs
 
     def apply_blend(self, amount: torch.Tensor) -> None:
         """Write ``lerp(a, b, amount)`` into the live model's blended tensors (in place)."""
-        t = amount.reshape(())
-        for i, dst in enumerate(self._targets()):
-            a, b = getattr(self, f"_a{i}"), getattr(self, f"_b{i}")
-            torch.lerp(a, b, t.to(a.dtype).clamp(0, 1), out=dst.data)
+        t = amount.reshape(()).clamp(0, 1)
+        for a, b, dst in self._targets():
+            torch.lerp(a, b, t.to(a.dtype), out=dst)
 
     def mapping(self, z: torch.Tensor) -> torch.Tensor:
         return self.live.mapping(z)
