@@ -103,6 +103,8 @@ class PersistentRecord:
 
 def _plain(value):
     """EasyDicts and OrderedDicts -> dicts, lists of them too (init kwargs as plain data)."""
+    if isinstance(value, _NDArray):
+        return value.value
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -154,6 +156,36 @@ def _numpy_scalar(dtype, data=None):
     if len(data) != dt.itemsize:
         raise pickle.UnpicklingError("a numpy scalar with the wrong number of bytes")
     return np.frombuffer(data, dtype=dt)[0].item()
+
+
+class _NDArrayType:
+    """Stands for ``numpy.ndarray`` (only as the first argument of ``_reconstruct``)."""
+
+
+class _NDArray:
+    """A numpy array being unpickled: ``_reconstruct`` makes it, BUILD fills it (plain numbers
+    only; StyleGAN3 layers keep a few small arrays as attributes)."""
+
+    def __init__(self):
+        self.value = None
+
+    def __setstate__(self, state):
+        if not (isinstance(state, tuple) and len(state) == 5):
+            raise pickle.UnpicklingError("a numpy array with a malformed state")
+        _version, shape, dtype, fortran, raw = state
+        if not isinstance(dtype, _DType) or not isinstance(raw, (bytes, bytearray)):
+            raise pickle.UnpicklingError("a numpy array that is not plain numbers")
+        shape = tuple(int(n) for n in shape)
+        dt = dtype.numpy()
+        if any(n < 0 for n in shape) or int(np.prod(shape, dtype=np.int64)) * dt.itemsize != len(raw):
+            raise pickle.UnpicklingError("a numpy array whose data does not match its shape")
+        self.value = np.frombuffer(bytes(raw), dtype=dt).reshape(shape, order="F" if fortran else "C").copy()
+
+
+def _np_reconstruct(cls, shape=None, typecode=None):
+    if cls is not _NDArrayType:
+        raise pickle.UnpicklingError("numpy _reconstruct of something that is not an array")
+    return _NDArray()
 
 
 # Storage classes named inside a tensor's bytes -> dtype.
@@ -341,9 +373,11 @@ def _allowed(budget: _Budget) -> dict:
         ("dnnlib.util", "EasyDict"): dict,
         ("dnnlib", "EasyDict"): dict,
         ("numpy", "dtype"): _DType,
+        ("numpy", "ndarray"): _NDArrayType,
     }
     for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
         table[(mod, "scalar")] = _numpy_scalar
+        table[(mod, "_reconstruct")] = _np_reconstruct
     return table
 
 
