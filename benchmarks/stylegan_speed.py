@@ -8,7 +8,8 @@ The network is our StyleGAN2 (``engine.generators.stylegan2``) with the config-f
 that load from other processes hits every mode alike, the median ms/frame of:
 
 * ``eager fp32``: ``GeneratorRunner.generate`` (truncation, synthesis, RGB8 conversion, the copy to
-  the host) in float32 without graphs: **the reference every ratio is measured against**;
+  the host) in float32 everywhere (``force_fp32``: not even the model's float16 blocks) without
+  graphs: **the reference every ratio is measured against**;
 * ``fp16``: the same in float16 (CUDA only);
 * ``fp16 + graph``: float16 with the runner's CUDA graph capture (CUDA only);
 * ``end-to-end``: the fastest available mode plus the display side: the frame uploaded to GL,
@@ -103,7 +104,9 @@ def main() -> None:
             modes["fp16 + graph"] = dict(half=True, cuda_graph=True)
         runners = {}
         for mode, kw in modes.items():
-            runners[mode] = GeneratorRunner(config_f(size), device=device, threaded=False, **kw)
+            gen = config_f(size)
+            gen.force_fp32 = mode == "eager fp32"  # no mixed-precision blocks in the reference
+            runners[mode] = GeneratorRunner(gen, device=device, threaded=False, **kw)
         fastest = list(modes)[-1]
         show = _display(size)
         params = _params(runners[fastest].generator)

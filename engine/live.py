@@ -156,8 +156,8 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
         watched_mtime = _mtime(watched)
         source.start()
         source_started = True
-        log.info("running: %s, generator %dx%d, %s", session.mapping_path.name, opts.size,
-                 opts.size, "headless" if window is None else "window")
+        log.info("running: %s, generator %dx%d, %s", session.mapping_path.name, session.size[1],
+                 session.size[0], "headless" if window is None else "window")
         started = time.perf_counter()
         frame_no = 0
         gen_ema = 0.0

@@ -372,6 +372,17 @@ def test_lj_render_with_a_model_and_one_line_errors(tmp_path):
     assert r.returncode == 2 and "truncated" in r.stderr and str(bad) in r.stderr
 
 
+def test_lj_run_with_a_model(tmp_path):
+    from engine.audio.demo import write_demo_wav
+
+    song = write_demo_wav(tmp_path / "song.wav", seconds=3.0)
+    r = _lj("run", "--audio", str(song), "--headless", "--no-osc", "--frames", "12", "--size", "64",
+            "--generator", str(PKL))
+    assert r.returncode == 0, r.stderr
+    assert "generator 16x16" in r.stderr and "12 frames" in r.stdout
+    assert "ERROR" not in r.stderr
+
+
 def test_lj_generator_over_osc_keeps_the_show_on_a_bad_file(tmp_path, caplog):
     from pythonosc.udp_client import SimpleUDPClient
 

@@ -44,6 +44,9 @@ class StyleGANGenerator(Generator):
         super().__init__()
         self.net = network.eval().requires_grad_(False)
         self.name = name
+        # False: on CUDA the blocks the model was trained in float16 (num_fp16_res) run in
+        # float16, as in NVlabs' own tools; True: everything in the module's dtype.
+        self.force_fp32 = False
         self.latent_dim = int(network.z_dim)
         self.w_dim = int(network.w_dim)
         self.num_layers = int(network.num_ws)
@@ -78,7 +81,7 @@ class StyleGANGenerator(Generator):
         return n.expand(self.num_layers) if n.ndim == 0 else n
 
     def synthesize(self, w_plus: torch.Tensor, noise_strength=0.0, params=None) -> torch.Tensor:
-        kw = {"noise_mode": "const"}
+        kw = {"noise_mode": "const", "force_fp32": self.force_fp32}
         if self.family == "stylegan2":
             kw["noise_gain"] = self.noise_vector(noise_strength, w_plus)
         img = self.net.synthesis(w_plus, **kw)
