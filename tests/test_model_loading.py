@@ -470,3 +470,19 @@ def test_numpy_values_in_records_and_stylegan3_dispatch(tmp_path):
     obj = tmp_path / "object_array.pkl"
     obj.write_bytes(pickle.dumps({"G_ema": np.array([print], dtype=object)}))
     _assert_model_error(obj, "not a plain number type")
+
+
+def test_unknown_specs_and_options(tmp_path):
+    with pytest.raises(GeneratorError, match="unknown generator 'nonsense'"):
+        load_generator("nonsense")
+    txt = tmp_path / "model.txt"
+    txt.write_text("hello")
+    with pytest.raises(GeneratorError, match="unknown model format '.txt'"):
+        load_generator(str(txt))
+    with pytest.raises(GeneratorError, match="unknown generator option 'klass'"):
+        load_generator(f"{PKL}#klass=2")
+    with pytest.raises(GeneratorError, match="whole number"):
+        load_generator(f"{MODELS / 'sg2_cond_resnet.safetensors'}#class=two")
+    with pytest.raises(GeneratorError, match="out of range"):
+        load_generator(f"{MODELS / 'sg2_cond_resnet.safetensors'}#class=4")
+    assert load_generator("builtin:cppn", (32, 32)).resolution == (32, 32)

@@ -112,10 +112,12 @@ def load_generator(spec: str | None, resolution: tuple[int, int] = (512, 512), *
         from engine.generators.blend import load_blend
 
         return load_blend(name, memory_limit=memory_limit)
-    path_part = split_options(name)[0]
-    if name.startswith("builtin") or name in ("cppn",) or (
-            "." not in Path(path_part).name and not Path(path_part).exists()):
+    if name.startswith("builtin") or name == "cppn":
         from engine.generators.runner import load_generator as load_builtin
 
         return load_builtin(name, resolution)
+    path_part = Path(split_options(name)[0]).expanduser()
+    if not path_part.suffix and not path_part.exists():
+        raise GeneratorError(f"unknown generator '{name}' (known: builtin:cppn, a model file .pkl, "
+                             ".safetensors or .ts, blend:A|B; see docs/generators.md)")
     return load_model(name, memory_limit)
