@@ -8,6 +8,7 @@
     lj devices                   list sound devices
     lj check MAPPING             validate a mapping file
     lj analyze SONG [-o DIR]     tempo, beats, onsets and feature curves as the live engine saw them
+    lj export MODEL -o OUT       a model as TorchScript (.ts) or safetensors + JSON (.safetensors)
 
 Every problem a user can fix ends as one line on stderr (``lj: error: ...``) and exit status 2;
 ``--debug`` shows the traceback of anything unexpected.
@@ -68,6 +69,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mapping", "-m", help="mapping file (default: mappings/default.toml)")
     p.add_argument("--generator", "-g", help="generator (default: the mapping's, else builtin:cppn)")
     p.add_argument("--size", type=_size, default=512, help="generator and output size in pixels (default 512)")
+    p.add_argument("--class", dest="class_index", type=int, metavar="N",
+                   help="class label of a conditional model (same as --generator MODEL#class=N)")
 
 
 def _add_live(p: argparse.ArgumentParser) -> None:
@@ -144,7 +147,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="directory for <song>.features.csv, <song>.json, <song>.png (default .)")
     p.add_argument("--json", action="store_true",
                    help="print the summary (tempo, beat and onset times) as JSON on stdout")
+
+    p = sub.add_parser("export", help="write a model as TorchScript (.ts) or safetensors + JSON")
+    p.add_argument("model", help="a generator spec: model.pkl, model.safetensors, builtin:cppn, ...")
+    p.add_argument("--output", "-o", required=True, help="out.ts (TorchScript) or out.safetensors")
+    p.add_argument("--size", type=_size, default=512, help="size of a built-in generator (default 512)")
+    p.add_argument("--class", dest="class_index", type=int, metavar="N",
+                   help="class label of a conditional model")
     return parser
+
+
+def _generator_spec(args) -> str | None:
+    """``--generator`` with ``--class N`` folded in as ``#class=N``."""
+    spec = getattr(args, "generator", None)
+    n = getattr(args, "class_index", None)
+    if n is None:
+        return spec
+    if not spec:
+        raise LJError("--class needs --generator (a conditional model)")
+    return f"{spec}{'&' if '#' in spec else '#'}class={n}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,7 +202,7 @@ def _live_options(args) -> "LiveOptions":
     from engine.live import LiveOptions
 
     return LiveOptions(
-        mapping=args.mapping, generator=args.generator, size=args.size,
+        mapping=args.mapping, generator=_generator_spec(args), size=args.size,
         fullscreen=args.fullscreen, monitor=args.monitor, vsync=not args.no_vsync,
         headless=args.headless, osc_host=args.osc_listen,
         osc_port=None if args.no_osc else args.osc_port, osc_out=args.osc_out,
@@ -222,7 +243,7 @@ def cmd_demo(args) -> int:
         out = Path(args.output)
         print(f"lj: no display, rendering the demo to {out} ({args.duration:g} s of music)"
               if not (args.render or args.headless) else f"lj: rendering the demo to {out}")
-        summary = render_song(samples, sr, out, mapping_path=args.mapping, generator=args.generator,
+        summary = render_song(samples, sr, out, mapping_path=args.mapping, generator=_generator_spec(args),
                               size=args.size, fps=args.fps,
                               progress=Progress("demo", sys.stderr.isatty()))
         print(f"lj: wrote {out.resolve()} ({summary['frames']} frames, "
@@ -260,7 +281,7 @@ def cmd_render(args) -> int:
 
     samples, sr = load_audio(args.song)
     out = Path(args.output)
-    summary = render_song(samples, sr, out, mapping_path=args.mapping, generator=args.generator,
+    summary = render_song(samples, sr, out, mapping_path=args.mapping, generator=_generator_spec(args),
                           size=args.size, fps=args.fps, render_scale=args.render_scale,
                           progress=Progress("render", not args.quiet and sys.stderr.isatty()))
     ratio = summary["wall"] / summary["seconds"] if summary["seconds"] else 0.0
@@ -277,7 +298,7 @@ def cmd_devices(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from engine.generators.runner import load_generator
+    from engine.generators import load_generator
     from engine.mapping import compile_mapping, load_mapping
     from engine.paths import SHADER_DIR
     from engine.session import HOP, chain_inputs, check_uniform_targets
@@ -309,8 +330,19 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from engine.generators.export import export
+
+    spec = args.model
+    if args.class_index is not None:
+        spec = f"{spec}{'&' if '#' in spec else '#'}class={args.class_index}"
+    written = export(spec, args.output, (args.size, args.size))
+    print(f"lj: wrote {', '.join(str(p) for p in written)}")
+    return 0
+
+
 COMMANDS = {"demo": cmd_demo, "run": cmd_run, "render": cmd_render, "devices": cmd_devices,
-            "check": cmd_check, "analyze": cmd_analyze}
+            "check": cmd_check, "analyze": cmd_analyze, "export": cmd_export}
 
 
 def _interrupt(*_):

@@ -156,8 +156,8 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
         watched_mtime = _mtime(watched)
         source.start()
         source_started = True
-        log.info("running: %s, generator %dx%d, %s", session.mapping_path.name, opts.size,
-                 opts.size, "headless" if window is None else "window")
+        log.info("running: %s, generator %dx%d, %s", session.mapping_path.name, session.size[1],
+                 session.size[0], "headless" if window is None else "window")
         started = time.perf_counter()
         frame_no = 0
         gen_ema = 0.0
@@ -190,6 +190,11 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
                 session.renderer.reload_changed()  # edited shaders; a broken one keeps the old
             if session.apply_reload():
                 declare_params(controls, session.mapping)
+            if getattr(snap, "generator", None):  # /lj/generator: loaded on a thread, swapped between frames
+                session.request_generator(snap.generator)
+            if session.apply_generator():
+                declare_params(controls, session.mapping)
+                prev = None  # the last frame came from the old generator (maybe another size)
 
             params = session.params_at(source.ring, source.position, snap.params)
             runner = session.runner
@@ -212,6 +217,7 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
                 sender.send_features(session.analysis.features, params.t)
             if frame_no % 60 == 0:  # state for /lj/get, OSCQuery and OSC out, about once a second
                 state = {"mapping": session.mapping.name or session.mapping_path.name,
+                         "generator": session.generator_spec,
                          "fps": round(stats.fps(), 1), "error": session.last_error or "",
                          "uptime": round(time.perf_counter() - started, 1),
                          "generator_errors": runner.error_count,

@@ -24,9 +24,10 @@ import numpy as np
 
 from engine.audio.features import FeatureExtractor
 from engine.audio.ring import HopReader
-from engine.errors import LJError, MappingError
+from engine.errors import GeneratorError, LJError, MappingError
 from engine.frame import FrameParams
-from engine.generators.runner import GeneratorRunner, load_generator
+from engine.generators import load_generator
+from engine.generators.runner import GeneratorRunner
 from engine.mapping import compile_mapping, load_mapping
 from engine.paths import DEFAULT_MAPPING, SHADER_DIR
 
@@ -175,7 +176,8 @@ class Session:
     generator:
         Overrides the mapping's ``generator`` when given.
     size:
-        Generator resolution ``(h, w)``.
+        Generator resolution ``(h, w)`` for the built-in generators; a model has its own, and
+        ``self.size`` is the resolution of the generator actually loaded.
     """
 
     def __init__(self, sr: int, mapping_path: str | Path | None = None,
@@ -188,6 +190,9 @@ class Session:
         spec = load_mapping(self.mapping_path)
         gen_name = generator or getattr(spec, "generator", None) or "builtin:cppn"
         self.generator = load_generator(gen_name, size)
+        self.generator_spec = gen_name
+        self.size = tuple(self.generator.resolution)
+        self.device, self.threaded = device, threaded
         self.space = self.generator.latent_space()
         self.mapping = compile_mapping(spec, self.space, sr, HOP)
         self.analysis = Analysis(sr)
@@ -198,6 +203,9 @@ class Session:
         self._queued: Path | None = None
         self._loader: threading.Thread | None = None
         self.last_error: str | None = None
+        self._pending_generator = None
+        self._queued_generator: str | None = None
+        self._generator_loader: threading.Thread | None = None
 
     # -- the per-position core -----------------------------------------------------------------
     def params_at(self, reader, pos: int, controls: dict | None = None) -> FrameParams:
@@ -272,6 +280,63 @@ class Session:
         self.mapping_path = path
         self.last_error = None
         log.info("mapping loaded: %s", path)
+        return True
+
+    # -- generator hot-swap --------------------------------------------------------------------
+    def request_generator(self, spec: str) -> None:
+        """Load generator ``spec`` on a loader thread (model, latent space, the current mapping
+        recompiled for it, a runner); :meth:`apply_generator` swaps it in between frames."""
+        if self._generator_loader is not None and self._generator_loader.is_alive():
+            self._queued_generator = spec  # the latest request wins
+            return
+        req_size = self.size
+
+        def work():
+            try:
+                gen = load_generator(spec, req_size)
+                space = gen.latent_space()
+                mapping = compile_file(self.mapping_path, space, self.sr)
+                runner = GeneratorRunner(gen, device=self.device, threaded=self.threaded)
+                self._pending_generator = (spec, (gen, space, mapping, runner))
+            except LJError as exc:
+                self._pending_generator = (spec, exc)
+            except Exception as exc:  # a bad model must never reach the frame loop as a crash
+                msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                self._pending_generator = (spec, GeneratorError(f"{spec}: cannot load: {msg}"))
+
+        self._generator_loader = threading.Thread(target=work, name="lj-generator-loader", daemon=True)
+        self._generator_loader.start()
+
+    def apply_generator(self) -> bool:
+        """Between frames: swap in a loaded generator, or log why not and keep the current one.
+        True if swapped (the caller should re-declare parameters and drop the previous frame)."""
+        pending, self._pending_generator = self._pending_generator, None
+        if pending is None:
+            return False
+        if self._queued_generator is not None:
+            queued, self._queued_generator = self._queued_generator, None
+            self._generator_loader = None
+            self.request_generator(queued)
+        spec, result = pending
+        if isinstance(result, Exception):
+            self.last_error = str(result)
+            log.error("generator not loaded, keeping the current one: %s", result)
+            return False
+        gen, space, mapping, runner = result
+        mapping.restore(self.mapping.state())
+        old_runner = self.runner
+        self.generator, self.space, self.mapping, self.runner = gen, space, mapping, runner
+        self.generator_spec = spec
+        new_size = tuple(gen.resolution)
+        if self.renderer is not None and new_size != self.size:
+            ctx, out_size = self.renderer.ctx, self.renderer.output_size
+            self.renderer.release()
+            self.size = new_size
+            self.attach_renderer(ctx, out_size)
+        self.size = new_size
+        old_runner.close()
+        self.last_error = None
+        log.info("generator loaded: %s (%dx%d)", spec, new_size[1], new_size[0])
         return True
 
     def close(self) -> None:

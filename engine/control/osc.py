@@ -5,6 +5,7 @@ Address space v1 (see ``docs/osc.md``)::
     in   /lj/param/<name>   f | i | d | h | T | F   set a live parameter (finite numbers only)
          /lj/trigger/<name> [value]                 fire a one-shot trigger (a 0/False value is ignored)
          /lj/mapping/load   s                       ask the show to load another mapping file
+         /lj/generator      s                       ask the show to load another generator
          /lj/get            s                       reply "<address> <value>" for every match
          /lj/list                                   reply "/lj/list s s ..." (the address space)
 
@@ -33,7 +34,7 @@ from collections.abc import Iterable
 
 from engine.control.pattern import PatternError, is_pattern, match
 from engine.control.sender import OscSender
-from engine.control.space import (GET, LIST, MAPPING_LOAD, NAME_RE, PARAM_PREFIX, STATE_PREFIX,
+from engine.control.space import (GENERATOR_LOAD, GET, LIST, MAPPING_LOAD, NAME_RE, PARAM_PREFIX, STATE_PREFIX,
                                   TRIGGER_PREFIX)
 from engine.control.state import Controls
 from engine.control.wire import check_packet, encode_message, flatten, pack_datagrams
@@ -375,6 +376,11 @@ class OscServer:
         elif address == MAPPING_LOAD:
             if len(args) == 1 and isinstance(args[0], str):
                 controls.request_mapping(args[0])
+                return "ok"
+            return "bad"
+        elif address == GENERATOR_LOAD:
+            if len(args) == 1 and isinstance(args[0], str):
+                controls.request_generator(args[0])
                 return "ok"
             return "bad"
         return "unknown"

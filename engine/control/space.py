@@ -14,6 +14,7 @@ PARAM_PREFIX = "/lj/param/"
 TRIGGER_PREFIX = "/lj/trigger/"
 STATE_PREFIX = "/lj/state/"
 MAPPING_LOAD = "/lj/mapping/load"
+GENERATOR_LOAD = "/lj/generator"
 GET = "/lj/get"
 LIST = "/lj/list"
 
@@ -43,6 +44,7 @@ class AddressInfo:
 #: Addresses that are always there, whatever the mapping.
 FIXED = (
     AddressInfo(MAPPING_LOAD, "s", WRITE, "load the mapping file at this path"),
+    AddressInfo(GENERATOR_LOAD, "s", WRITE, "load this generator (a model file, builtin:cppn, blend:A|B); a failing load keeps the current one"),
     AddressInfo(GET, "s", WRITE, "reply with the current value of every address the argument matches"),
     AddressInfo(LIST, "", WRITE, "reply with every address of this space"),
 )

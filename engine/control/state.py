@@ -66,6 +66,7 @@ class ControlSnapshot:
     params: dict[str, float] = field(default_factory=dict)
     triggers: list[str] = field(default_factory=list)
     mapping: str | None = None
+    generator: str | None = None  # a generator spec requested since the previous snapshot
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,7 @@ class Controls:
         self._state: dict[str, float | str] = {}
         self._triggers: deque[str] = deque(maxlen=MAX_PENDING_TRIGGERS)
         self._mapping: str | None = None
+        self._generator: str | None = None
         self._stats: dict[str, int] = {k: 0 for k in STAT_NAMES}
         self._version = 0  # bumped whenever an address is added (see :attr:`version`)
 
@@ -269,6 +271,16 @@ class Controls:
             self._mapping = path
             return True
 
+    def request_generator(self, spec: str) -> bool:
+        """Ask the frame loop to load generator ``spec`` (stored only; the latest request wins)."""
+        ok = isinstance(spec, str) and 0 < len(spec) <= MAX_PATH_LEN and "\0" not in spec
+        with self._lock:
+            if not ok:
+                self._stats["bad_values"] += 1
+                return False
+            self._generator = spec
+            return True
+
     def count(self, stat: str, n: int = 1) -> None:
         """Add ``n`` to the counter ``stat`` (one of :data:`STAT_NAMES`, or a new one)."""
         with self._lock:
@@ -288,7 +300,8 @@ class Controls:
             triggers = list(self._triggers)
             self._triggers.clear()
             mapping, self._mapping = self._mapping, None
-        return ControlSnapshot(params=params, triggers=triggers, mapping=mapping)
+            generator, self._generator = self._generator, None
+        return ControlSnapshot(params=params, triggers=triggers, mapping=mapping, generator=generator)
 
     @property
     def stats(self) -> dict[str, int]:

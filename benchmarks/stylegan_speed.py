@@ -1,0 +1,138 @@
+"""Speed of a StyleGAN2-shaped generator (config-f channel counts, random weights) through the runner.
+
+    python benchmarks/stylegan_speed.py [--sizes 256 512 1024] [--repeats 20] [--threads 2]
+
+The network is our StyleGAN2 (``engine.generators.stylegan2``) with the config-f shape: z and w 512,
+8 mapping layers, ``channel_base=32768``, ``channel_max=512``, ``num_fp16_res=4``,
+``conv_clamp=256``, random weights, noise on (strength 1). For each size it times, interleaved so
+that load from other processes hits every mode alike, the median ms/frame of:
+
+* ``eager fp32``: ``GeneratorRunner.generate`` (truncation, synthesis, RGB8 conversion, the copy to
+  the host) in float32 everywhere (``force_fp32``: not even the model's float16 blocks) without
+  graphs: **the reference every ratio is measured against**;
+* ``fp16``: the same in float16 (CUDA only);
+* ``fp16 + graph``: float16 with the runner's CUDA graph capture (CUDA only);
+* ``end-to-end``: the fastest available mode plus the display side: the frame uploaded to GL,
+  one effect pass (``feedback``) and the scale pass, and ``glFinish``, on a headless EGL context.
+
+Defaults: 256² only on a CPU (512² and 1024² take seconds per frame there), 256², 512² and 1024²
+with CUDA. The 60 fps column says how many frames fit in a 16.7 ms budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engine.frame import FrameParams  # noqa: E402
+from engine.generators.runner import GeneratorRunner  # noqa: E402
+from engine.generators.stylegan import StyleGANGenerator  # noqa: E402
+from engine.generators.stylegan2 import Generator  # noqa: E402
+
+BUDGET_MS = 1000.0 / 60.0
+
+
+def config_f(resolution: int) -> StyleGANGenerator:
+    torch.manual_seed(0)
+    net = Generator(z_dim=512, c_dim=0, w_dim=512, img_resolution=resolution, img_channels=3,
+                    mapping_kwargs={"num_layers": 8},
+                    synthesis_kwargs={"channel_base": 32768, "channel_max": 512, "num_fp16_res": 4,
+                                      "conv_clamp": 256})
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if name.endswith("noise_strength"):
+                p.fill_(0.1)
+    return StyleGANGenerator(net, name=f"config-f {resolution}")
+
+
+def _params(gen, n: int = 8):
+    rng = np.random.default_rng(3)
+    out = []
+    for i in range(n):
+        w = rng.standard_normal((gen.num_layers, gen.w_dim)).astype(np.float32) * 0.5
+        out.append(FrameParams(t=i / 60, w_plus=w, truncation=0.7, noise=1.0))
+    return out
+
+
+def _display(size: int):
+    """A per-frame display step on a headless GL context, or None when there is no GL."""
+    try:
+        from engine.paths import SHADER_DIR
+        from engine.render.context import headless_context
+        from engine.render.pipeline import Renderer
+
+        ctx = headless_context()
+        renderer = Renderer(ctx, (size, size), (size, size), ["feedback"], SHADER_DIR)
+    except Exception as exc:  # no EGL here: report it, keep the other figures
+        print(f"  (no GL for the end-to-end figure: {str(exc).splitlines()[0]})")
+        return None
+
+    def show(frame: np.ndarray, t: float) -> None:
+        renderer.render(frame, {}, t, {})
+        ctx.finish()
+
+    return show
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+")
+    ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    ap.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cuda = device.startswith("cuda")
+    sizes = args.sizes or ([256, 512, 1024] if cuda else [256])
+    repeats = args.repeats or (200 if cuda else 5)
+    name = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, {name}, median of {repeats} frames per mode")
+    print(f"{'size':>6} {'mode':>14} {'ms/frame':>9} {'per 60fps':>10} {'x eager fp32':>13}")
+    for size in sizes:
+        modes = {"eager fp32": dict(half=False, cuda_graph=False)}
+        if cuda:
+            modes["fp16"] = dict(half=True, cuda_graph=False)
+            modes["fp16 + graph"] = dict(half=True, cuda_graph=True)
+        runners = {}
+        for mode, kw in modes.items():
+            gen = config_f(size)
+            gen.force_fp32 = mode == "eager fp32"  # no mixed-precision blocks in the reference
+            runners[mode] = GeneratorRunner(gen, device=device, threaded=False, **kw)
+        fastest = list(modes)[-1]
+        show = _display(size)
+        params = _params(runners[fastest].generator)
+        times = {m: [] for m in list(modes) + (["end-to-end"] if show else [])}
+        for m, r in runners.items():  # warm-up (and graph capture)
+            for p in params[:3]:
+                r.generate(p)
+        for i in range(repeats):
+            p = params[i % len(params)]
+            for m, r in runners.items():
+                t0 = time.perf_counter()
+                r.generate(p)
+                times[m].append(time.perf_counter() - t0)
+            if show:
+                t0 = time.perf_counter()
+                show(runners[fastest].generate(p), p.t)
+                times["end-to-end"].append(time.perf_counter() - t0)
+        ref = statistics.median(times["eager fp32"]) * 1e3
+        for m, values in times.items():
+            ms = statistics.median(values) * 1e3
+            print(f"{size:>6} {m:>14} {ms:9.2f} {BUDGET_MS / ms:10.2f} {ms / ref:13.3f}")
+        if not cuda:
+            print(f"{size:>6} {'fp16':>14} {'n/a':>9}  (CUDA only; the runner keeps float32 on a CPU)")
+        for r in runners.values():
+            r.close()
+
+
+if __name__ == "__main__":
+    main()
