@@ -42,7 +42,12 @@ LFO_SHAPES = ("sine", "triangle", "saw", "square", "random")
 CURVES = ("linear", "exp", "smoothstep")
 BOUNDS = ("clamp", "bounce", "wrap")
 TARGETS = ("latent.push", "latent.blend", "latent.pull", "latent.motion", "latent.speed",
-           "truncation", "noise", "shader.<effect>.<input>")
+           "truncation", "noise", "shader.<effect>.<input>", "generator.<param>")
+#: How a latent contribution combines with the rows it targets (see docs/mapping.md).
+MODES = ("average", "add", "overwrite")
+#: The mode of each latent contribution when the file gives none.
+DEFAULT_MODES = {"push": "add", "pull": "average", "blend": "average", "motion": "add",
+                 "noise": "overwrite"}
 #: Most keyframes a mapping may have.
 MAX_KEYS = 256
 #: Largest mapping text (characters) the parser reads.
@@ -74,6 +79,7 @@ class WalkSpec:
     unit: str = "seconds"          # "seconds" | "beats" | "bars"
     per_key: float = 8.0           # that many units from one keyframe to the next
     interp: str = "slerp"          # "linear" | "slerp"
+    layers: Union[str, tuple[int, int]] = "all"   # rows the walk drives; others hold key 0
     line: int | None = None
 
 
@@ -104,6 +110,7 @@ class MotionSpec:
     bound: float = 1.0
     seed: int = 0
     layers: Union[str, tuple[int, int]] = "all"
+    mode: str = "add"
     line: int | None = None
 
 
@@ -142,8 +149,9 @@ class RouteSpec:
     vector: str | None              # bare vector source name (e.g. "chroma"), else None
     width: int                      # 1 for scalar routes, the vector length otherwise
     to: str                         # the ``to`` text
-    kind: str                       # push | blend | speed | truncation | noise | uniform
-    uniform: str | None = None      # "<effect>.<input>" for shader targets
+    kind: str                       # push | blend | speed | truncation | noise | uniform | generator
+    uniform: str | None = None      # "<effect>.<input>" for shader targets, "<param>" for generator
+    mode: str | None = None         # average | add | overwrite (None: the kind's default)
     direction_seed: int | None = None
     layers: Union[str, tuple[int, int]] = "all"
     amount: ex.Node = field(default_factory=lambda: ex.Num(1.0))
@@ -188,6 +196,15 @@ class MappingSpec:
     lfos: dict[str, LfoSpec] = field(default_factory=dict)
     shader_chain: list[str] = field(default_factory=list)
     routes: list[RouteSpec] = field(default_factory=list)
+    #: ``[bindings]``: OSC address / MIDI control -> target, kept as written (the control
+    #: branch interprets it)
+    bindings: dict[str, str] = field(default_factory=dict)
+    #: extra expressions whose sources the compiled mapping must read (scene switch triggers)
+    watch: list = field(default_factory=list)
+    #: scenes (``[[scene]]``): each a full MappingSpec; empty for a plain mapping
+    scenes: list = field(default_factory=list)
+    #: ``[scenes]`` settings and ``[[cue]]`` entries of a scene file (see engine.mapping.scenes)
+    scene_options: Any = None
     lines: "LineIndex | None" = None
 
     def error(self, message: str, line: int | None = None) -> MappingError:
@@ -376,18 +393,19 @@ def parse_mapping(text: str, path: str | Path = "<string>") -> MappingSpec:
 # ---------------------------------------------------------------------------------------------
 # Validation
 
-_TOP_KEYS = ("meta", "params", "clock", "lfo", "latent", "shaders", "route")
+_TOP_KEYS = ("meta", "params", "clock", "lfo", "latent", "shaders", "route", "bindings")
 _META_KEYS = ("name", "generator", "description", "author")
 _CLOCK_KEYS = ("bpm", "beats_per_bar", "offset")
 _LATENT_KEYS = ("keyframes", "walk", "truncation", "noise", "motion")
 _KEYFRAME_KEYS = ("seeds", "files")
 _LFO_KEYS = ("shape", "hz", "beats", "bars", "phase", "seed")
-_MOTION_KEYS = ("speed", "jitter", "bound", "seed", "layers")
+_MOTION_KEYS = ("speed", "jitter", "bound", "seed", "layers", "mode")
 _INTEGRATE_KEYS = ("min", "max", "bounds")
-_WALK_KEYS = ("seconds_per_key", "beats_per_key", "bars_per_key", "interp")
+_WALK_KEYS = ("seconds_per_key", "beats_per_key", "bars_per_key", "interp", "layers")
 _SHADER_KEYS = ("chain",)
 _PARAM_KEYS = ("default", "min", "max")
-_ROUTE_KEYS = ("from", "to", "direction", "layers", "amount", "key", "gain", "offset", "power",
+_ROUTE_KEYS = ("from", "to", "direction", "layers", "mode", "amount", "key", "gain", "offset",
+               "power",
                "curve", "range", "clamp", "smooth", "envelope", "threshold", "gate", "hold",
                "normalize", "quantize", "integrate")
 _TIME_KEYS = ("attack_ms", "release_ms")
@@ -496,7 +514,21 @@ class _SpecParser:
         spec.latent = self.latent(d.get("latent", {}), spec)
         spec.shader_chain = self.shaders(d.get("shaders", {}))
         spec.routes = [self.route(i, r, spec) for i, r in enumerate(d.get("route", []))]
+        spec.bindings = self.bindings(d.get("bindings", {}))
         return spec
+
+    def bindings(self, t: dict) -> dict[str, str]:
+        """``[bindings]``: string keys to string values, otherwise passed through untouched."""
+        out = {}
+        for key, value in t.items():
+            if not isinstance(value, str):
+                raise self.fail(f"bindings.{key!r} must be a string (a target such as "
+                                f"\"param.speed\"), not {_type_name(value)}", "bindings", key)
+            if not key or len(key) > 256 or len(value) > 256:
+                raise self.fail("a binding's address and target must be 1..256 characters",
+                                "bindings", key)
+            out[key] = value
+        return out
 
     def meta(self, t: dict, spec: MappingSpec) -> None:
         self.keys(t, _META_KEYS, "[meta]", "meta")
@@ -661,6 +693,8 @@ class _SpecParser:
             ms.seed = self.integer(m["seed"], f"{what}.seed", *where, lo=0, hi=2**32 - 1)
         if "layers" in m:
             ms.layers = self.layers(m["layers"], what, *where)
+        if "mode" in m:
+            ms.mode = self.string(m["mode"], f"{what}.mode", *where, choices=MODES)
         return ms
 
     def latent(self, t: dict, spec: MappingSpec) -> LatentSpec:
@@ -688,6 +722,8 @@ class _SpecParser:
             if "interp" in w:
                 walk.interp = self.string(w["interp"], "latent.walk.interp", *where,
                                           choices=INTERPOLATIONS)
+            if "layers" in w:
+                walk.layers = self.layers(w["layers"], "latent.walk", *where)
         lat.walk = walk
         if "truncation" in t:
             lat.truncation = self.number(t["truncation"], "latent.truncation", "latent",
@@ -754,12 +790,17 @@ class _SpecParser:
         r.key_lines = {k: self.lines.line(*at(k)) for k in t}
 
         # target-specific keys
-        only = {"direction": ("push",), "layers": ("push", "pull"), "amount": ("blend",),
-                "key": ("pull",)}
+        latent_kinds = ("push", "pull", "blend", "noise")
+        only = {"direction": ("push",), "layers": latent_kinds, "mode": latent_kinds,
+                "amount": ("blend",), "key": ("pull",)}
         for key, needs in only.items():
             if key in t and kind not in needs:
-                raise self.fail(f"{what}: '{key}' only applies to "
-                                f"{' and '.join('latent.' + n for n in needs)}", *at(key))
+                names = [n if n == "noise" else "latent." + n for n in needs]
+                raise self.fail(f"{what}: '{key}' only applies to {', '.join(names)}",
+                                *at(key))
+        if "mode" in t:
+            choices = ("add", "overwrite") if kind == "noise" else MODES
+            r.mode = self.string(t["mode"], f"{what} 'mode'", *at("mode"), choices=choices)
         if kind == "push":
             if "direction" not in t:
                 raise self.fail(f"{what}: latent.push needs direction = {{ seed = N }}", *at())
@@ -901,6 +942,12 @@ class _SpecParser:
             if not _IDENT.match(inp):
                 raise self.fail(f"shader input name {inp!r} is not a valid name", *where)
             return "uniform", f"{effect}.{inp}"
+        if to.startswith("generator."):
+            name = to[len("generator."):]
+            if not _IDENT.match(name):
+                raise self.fail(f"generator targets are written generator.<param>, got {to!r}",
+                                *where)
+            return "generator", name
         raise self.fail(f"unknown target {to!r}{suggest(to, TARGETS)} (targets: "
                         f"{', '.join(TARGETS)})", *where)
 
