@@ -358,6 +358,8 @@ class Mapping:
                     used.update(ref.name for ref in ex.references(node))
             if r.vector:
                 used.add(r.vector)
+        for node in spec.watch:   # scene switch triggers read sources no route may use
+            used.update(ref.name for ref in ex.references(node))
         self._scalar_inputs = [f for f in SCALAR_FEATURES if f in used]
         self._vector_inputs = [(f, self._env[f]) for f in VECTOR_FEATURES if f in used]
 
@@ -726,7 +728,15 @@ class Mapping:
         self._aggregate()
 
 
-def compile_mapping(spec: MappingSpec, space: LatentSpace, sr: int, hop: int) -> Mapping:
+def compile_mapping(spec: MappingSpec, space: LatentSpace, sr: int, hop: int):
     """Tie ``spec`` to ``space`` (keyframes via ``space.seed_to_w``, push directions, layer
-    rows) for audio at ``sr`` Hz analysed in hops of ``hop`` samples."""
+    rows) for audio at ``sr`` Hz analysed in hops of ``hop`` samples.
+
+    A file with ``[[scene]]`` tables compiles to a :class:`~engine.mapping.scenes.SceneSet`
+    (every scene compiled now, so a switch never compiles); any other to a :class:`Mapping`.
+    Both have the same interface (``step_hop``, ``frame``, ``state``, ``restore``, ...)."""
+    if spec.scenes:
+        from engine.mapping.scenes import SceneSet
+
+        return SceneSet(spec, space, sr, hop)
     return Mapping(spec, space, sr, hop)

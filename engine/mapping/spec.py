@@ -213,6 +213,48 @@ class MappingSpec:
         return MappingError(message, self.path, line)
 
 
+@dataclass
+class Crossfade:
+    """How a scene change blends: ``length`` in ``unit`` (seconds or beats), w by ``interp``."""
+
+    length: float = 2.0
+    unit: str = "seconds"
+    interp: str = "slerp"
+
+
+@dataclass
+class SceneEntry:
+    name: str
+    crossfade: Crossfade
+    switch_on: ex.Node | None = None   # rising edge through 0.5 -> go to ``next``
+    next: Any = None                   # scene index after parsing
+    line: int | None = None
+
+
+@dataclass
+class CueEntry:
+    at: float                          # seconds from the start (of each loop)
+    kind: str                          # "scene" | "preset"
+    value: Any                         # scene index, scene name/number text, or preset name
+    line: int | None = None
+
+
+@dataclass
+class CueSpec:
+    cues: list[CueEntry] = field(default_factory=list)
+    loop: float | None = None          # seconds; None: play once
+    clock: str = "audio"               # "audio" | "wall"
+    autostart: bool = True
+
+
+@dataclass
+class SceneOptions:
+    crossfade: Crossfade = field(default_factory=Crossfade)
+    scenes: list[SceneEntry] = field(default_factory=list)
+    start: int = 0
+    cues: CueSpec = field(default_factory=CueSpec)
+
+
 # ---------------------------------------------------------------------------------------------
 # Line locator
 
@@ -273,6 +315,8 @@ class LineIndex:
                 m = _AOT_RE.match(line)
                 if m:
                     parts = _split_keypath(m.group(1))
+                    for k in [k for k in aot if len(k) > len(parts) and k[:len(parts)] == parts]:
+                        del aot[k]    # [[scene.route]] counts restart in each [[scene]]
                     aot[parts] = aot.get(parts, 0) + 1
                     table = self._resolve(parts, aot, last_is_aot=True)
                     self._record(table, lineno)
@@ -338,6 +382,31 @@ class LineIndex:
         return depth, in_str
 
 
+class _SceneLines:
+    """Line lookups for one scene's merged body: keys the scene gives are looked up under
+    ``("scene", i)``, the rest (shared defaults) at the top level; merged routes after the
+    ``n_top`` shared ones are the scene's own ``[[scene.route]]``."""
+
+    def __init__(self, top: LineIndex, i: int, table: dict, n_top: int):
+        self.top, self.i, self.table, self.n_top = top, i, table, n_top
+        self.count = top.count
+
+    def line(self, *path: Any) -> int | None:
+        if not path:
+            return self.top.line("scene", self.i)
+        head = path[0]
+        if head == "route" and len(path) > 1 and isinstance(path[1], int):
+            if path[1] >= self.n_top:
+                return self.top.line("scene", self.i, "route", path[1] - self.n_top, *path[2:])
+            return self.top.line(*path)
+        own = self.table.get(head)
+        if isinstance(own, dict) and (len(path) == 1 or head == "latent" or path[1] in own):
+            return self.top.line("scene", self.i, *path)
+        if head in self.table and not isinstance(own, dict):
+            return self.top.line("scene", self.i, *path)
+        return self.top.line(*path)
+
+
 # ---------------------------------------------------------------------------------------------
 # Loading
 
@@ -393,7 +462,18 @@ def parse_mapping(text: str, path: str | Path = "<string>") -> MappingSpec:
 # ---------------------------------------------------------------------------------------------
 # Validation
 
-_TOP_KEYS = ("meta", "params", "clock", "lfo", "latent", "shaders", "route", "bindings")
+_TOP_KEYS = ("meta", "params", "clock", "lfo", "latent", "shaders", "route", "bindings", "scene",
+             "scenes", "cue", "cues")
+_AOT_KEYS = ("route", "scene", "cue")
+#: Keys of one [[scene]]: its own settings and the mapping tables it may give.
+_SCENE_KEYS = ("name", "crossfade", "switch_on", "next", "params", "lfo", "latent", "route")
+_SCENES_KEYS = ("crossfade", "switch_on", "start")
+_CROSSFADE_KEYS = ("seconds", "beats", "interp")
+_CUE_KEYS = ("at", "bar", "scene", "preset")
+_CUES_KEYS = ("loop", "clock", "start")
+#: Most scenes in one file, and most cues in one list.
+MAX_SCENES = 64
+MAX_CUES = 1024
 _META_KEYS = ("name", "generator", "description", "author")
 _CLOCK_KEYS = ("bpm", "beats_per_bar", "offset")
 _LATENT_KEYS = ("keyframes", "walk", "truncation", "noise", "motion")
@@ -497,15 +577,26 @@ class _SpecParser:
             if key not in _TOP_KEYS:
                 raise self.fail(f"unknown table [{key}]{suggest(key, _TOP_KEYS)}"
                                 f" (allowed: {', '.join(_TOP_KEYS)})", key)
-            if key == "route":
+            if key in _AOT_KEYS:
                 if isinstance(value, dict):
-                    raise self.fail("routes are written [[route]] (double brackets), one per route",
-                                    key)
+                    raise self.fail(f"{key}s are written [[{key}]] (double brackets), one per "
+                                    f"{key}", key)
                 if not isinstance(value, list) or not all(isinstance(r, dict) for r in value):
-                    raise self.fail("route must be [[route]] tables", key)
+                    raise self.fail(f"{key} must be [[{key}]] tables", key)
             else:
                 self.table(value, f"[{key}]", key)
+        if "scene" not in d:
+            for key in ("scenes", "cue", "cues"):
+                if key in d:
+                    raise self.fail(f"[{key}] needs scenes: add [[scene]] tables", key)
+            return self.body(d)
+        base = {k: v for k, v in d.items() if k not in ("scene", "scenes", "cue", "cues")}
+        spec = self.body(base)
+        self.scenes(d, spec)
+        return spec
 
+    def body(self, d: dict) -> MappingSpec:
+        """One mapping body (a plain file, or the merged tables of one scene)."""
         spec = MappingSpec(path=self.path, name=Path(self.path).stem, lines=self.lines)
         self.meta(d.get("meta", {}), spec)
         self.clock(d.get("clock", {}), spec)
@@ -516,6 +607,164 @@ class _SpecParser:
         spec.routes = [self.route(i, r, spec) for i, r in enumerate(d.get("route", []))]
         spec.bindings = self.bindings(d.get("bindings", {}))
         return spec
+
+    # -- scenes and cues ---------------------------------------------------------------------
+    def scenes(self, d: dict, spec: MappingSpec) -> None:
+        """``[[scene]]`` tables (each a mapping body over the top-level defaults), ``[scenes]``
+        settings and ``[[cue]]`` times. Fills ``spec.scenes`` and ``spec.scene_options``."""
+        raw = d["scene"]
+        if len(raw) > MAX_SCENES:
+            raise self.fail(f"at most {MAX_SCENES} scenes", "scene")
+        opts = SceneOptions()
+        st = d.get("scenes", {})
+        self.keys(st, _SCENES_KEYS, "[scenes]", "scenes")
+        if "crossfade" in st:
+            opts.crossfade = self.crossfade(st["crossfade"], spec, "scenes", "crossfade")
+        n_top = len(d.get("route", []))
+        names: list[str] = []
+        for i, t in enumerate(raw):
+            where = ("scene", i)
+            self.keys(t, _SCENE_KEYS, f"scene #{i + 1}", *where)
+            name = self.string(t.get("name", f"scene{i + 1}"), "scene name", *where, "name")
+            if not _IDENT.match(name):
+                raise self.fail(f"scene name {name!r} must be letters, digits and _", *where,
+                                "name")
+            if name in names:
+                raise self.fail(f"scene name {name!r} is used twice", *where, "name")
+            names.append(name)
+            merged = {k: v for k, v in d.items() if k not in ("scene", "scenes", "cue", "cues")}
+            for key in ("params", "lfo"):
+                if key in t:
+                    merged[key] = dict(d.get(key, {}), **self.table(t[key], f"[scene.{key}]",
+                                                                    *where, key))
+            if "latent" in t:
+                merged["latent"] = self.table(t["latent"], "[scene.latent]", *where, "latent")
+            if "route" in t:
+                if not isinstance(t["route"], list) or not all(isinstance(r, dict)
+                                                               for r in t["route"]):
+                    raise self.fail("scene routes are written [[scene.route]]", *where, "route")
+                merged["route"] = list(d.get("route", [])) + list(t["route"])
+            top_lines = self.lines
+            self.lines = _SceneLines(top_lines, i, t, n_top)
+            try:
+                sc = self.body(merged)
+                sc.name = name
+                sc.lines = top_lines
+                crossfade = opts.crossfade
+                if "crossfade" in t:
+                    crossfade = self.crossfade(t["crossfade"], sc, "crossfade")
+                switch = None
+                if "switch_on" in t or "switch_on" in st:
+                    src = t["switch_on"] if "switch_on" in t else st["switch_on"]
+                    w = ("switch_on",) if "switch_on" in t else ("scenes", "switch_on")
+                    text = self.string(src, "switch_on (an expression)", *w)
+                    switch = self.expression(text, "switch_on", w)
+                    self.check_sources(switch, sc, "switch_on", w)
+                    sc.watch = [switch]
+            finally:
+                self.lines = top_lines
+            opts.scenes.append(SceneEntry(name, crossfade, switch, t.get("next"),
+                                          self.lines.line(*where)))
+            spec.scenes.append(sc)
+        for i, (entry, t) in enumerate(zip(opts.scenes, raw)):
+            if entry.next is not None:
+                nxt = self.string(entry.next, "scene next", "scene", i, "next")
+                if nxt not in names:
+                    raise self.fail(f"scene next = {nxt!r} is not a scene{suggest(nxt, names)} "
+                                    f"(scenes: {', '.join(names)})", "scene", i, "next")
+                entry.next = names.index(nxt)
+            else:
+                entry.next = (i + 1) % len(names)
+        if "start" in st:
+            opts.start = self.scene_ref(st["start"], names, "scenes", "start")
+        opts.cues = self.cues(d.get("cue", []), d.get("cues", {}), spec, names, presets=False)
+        spec.scene_options = opts
+        # the file's parameters are every scene's (OSC declares them all)
+        for sc in spec.scenes:
+            for name, p in sc.params.items():
+                spec.params.setdefault(name, p)
+
+    def scene_ref(self, value: Any, names: list[str], *where: Any) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return self.integer(value, "scene number", *where, lo=1, hi=len(names)) - 1
+        name = self.string(value, "scene (a name or a number from 1)", *where)
+        if name not in names:
+            raise self.fail(f"unknown scene {name!r}{suggest(name, names)} (scenes: "
+                            f"{', '.join(names)})", *where)
+        return names.index(name)
+
+    def crossfade(self, value: Any, spec: MappingSpec, *where: Any) -> "Crossfade":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return Crossfade(self.number(value, "crossfade (seconds)", *where, lo=0.0, hi=3600.0))
+        t = self.table(value, "crossfade ({ seconds = 2 } or { beats = 8 })", *where)
+        self.keys(t, _CROSSFADE_KEYS, "crossfade", *where)
+        units = [k for k in ("seconds", "beats") if k in t]
+        if len(units) > 1:
+            raise self.fail("crossfade: give seconds or beats, not both", *where)
+        cf = Crossfade()
+        if units:
+            cf.unit = units[0]
+            cf.length = self.number(t[cf.unit], f"crossfade.{cf.unit}", *where, lo=0.0, hi=3600.0)
+            if cf.unit == "beats" and spec.bpm is None:
+                raise self.fail("crossfade.beats needs [clock] bpm", *where)
+        if "interp" in t:
+            cf.interp = self.string(t["interp"], "crossfade.interp", *where,
+                                    choices=("slerp", "linear"))
+        return cf
+
+    def cues(self, raw: list, t: dict, spec: MappingSpec | None, scenes: list[str] | None,
+             presets: bool) -> "CueSpec":
+        """``[[cue]]`` entries and ``[cues]`` settings (in a scene file or a cue file)."""
+        self.keys(t, _CUES_KEYS, "[cues]", "cues")
+        out = CueSpec()
+        if "loop" in t:
+            out.loop = self.number(t["loop"], "cues.loop (seconds)", "cues", "loop",
+                                   positive=True, hi=1e7)
+        if "clock" in t:
+            out.clock = self.string(t["clock"], "cues.clock", "cues", "clock",
+                                    choices=("audio", "wall") if presets else ("audio",))
+        if "start" in t:
+            if not isinstance(t["start"], bool):
+                raise self.fail("cues.start must be true or false", "cues", "start")
+            out.autostart = t["start"]
+        if len(raw) > MAX_CUES:
+            raise self.fail(f"at most {MAX_CUES} cues", "cue")
+        bpm = spec.bpm if spec is not None else None
+        for i, c in enumerate(raw):
+            where = ("cue", i)
+            self.keys(c, _CUE_KEYS if presets else ("at", "bar", "scene"), f"cue #{i + 1}",
+                      *where)
+            has = [k for k in ("at", "bar") if k in c]
+            if len(has) != 1:
+                raise self.fail(f"cue #{i + 1} needs exactly one of at (seconds), bar", *where)
+            if has[0] == "at":
+                at = self.number(c["at"], f"cue #{i + 1} at (seconds)", *where, "at", lo=0.0,
+                                 hi=1e7)
+            else:
+                if bpm is None:
+                    raise self.fail(f"cue #{i + 1} bar needs [clock] bpm", *where, "bar")
+                bar = self.number(c["bar"], f"cue #{i + 1} bar", *where, "bar", lo=0.0, hi=1e6)
+                at = spec.beat_offset + bar * spec.beats_per_bar * 60.0 / bpm
+            targets = [k for k in ("scene", "preset") if k in c]
+            if len(targets) != 1:
+                raise self.fail(f"cue #{i + 1} needs one of "
+                                f"{'scene, preset' if presets else 'scene'}", *where)
+            kind = targets[0]
+            if kind == "scene" and scenes is not None:
+                value: Any = self.scene_ref(c["scene"], scenes, *where, "scene")
+            else:
+                value = self.string(c[kind], f"cue #{i + 1} {kind}", *where, kind)
+                if not _EFFECT.match(value):
+                    raise self.fail(f"cue #{i + 1} {kind} {value!r} must be a name (letters, "
+                                    "digits, _ and -)" if kind == "preset" else
+                                    f"cue #{i + 1} scene {value!r} must be a name or number",
+                                    *where, kind)
+            out.cues.append(CueEntry(at, kind, value, self.lines.line(*where)))
+        out.cues.sort(key=lambda c: c.at)
+        if out.loop is not None and out.cues and out.cues[-1].at >= out.loop:
+            raise self.fail(f"cues.loop ({out.loop:g} s) must be longer than the last cue "
+                            f"({out.cues[-1].at:g} s)", "cues", "loop")
+        return out
 
     def bindings(self, t: dict) -> dict[str, str]:
         """``[bindings]``: string keys to string values, otherwise passed through untouched."""
