@@ -303,7 +303,8 @@ class Mapping:
     Not thread-safe: call both from one thread (the main loop).
     """
 
-    def __init__(self, spec: MappingSpec, space: LatentSpace, sr: int, hop: int):
+    def __init__(self, spec: MappingSpec, space: LatentSpace, sr: int, hop: int,
+                 keyframes: np.ndarray | None = None):
         if sr <= 0 or hop <= 0:
             raise ValueError("sr and hop must be positive")
         self.spec = spec
@@ -320,10 +321,23 @@ class Mapping:
         self.w_dim = int(space.w_dim)
 
         lat = spec.latent
-        try:
-            self.keyframes = keyframes_from_list(space, lat.key_list())
-        except ValueError as e:
-            raise MappingError(str(e), spec.path, lat.keys_line) from None
+        if keyframes is not None:   # a preset's saved keyframes replace the file's
+            kf = np.asarray(keyframes, dtype=np.float32)
+            wd, nl = int(space.w_dim), int(space.num_layers)
+            if kf.ndim != 2 or kf.shape[1] not in (wd, wd * nl) or not 0 < len(kf) <= 256:
+                raise MappingError(f"saved keyframes have shape {list(kf.shape)}; this "
+                                   f"generator needs [n, {wd}] or [n, {nl * wd}]", spec.path,
+                                   lat.keys_line)
+            pulls = [r.key for r in spec.routes if r.kind == "pull"]
+            if pulls and max(pulls) >= len(kf):
+                raise MappingError(f"saved keyframes: {len(kf)}, but a pull needs key "
+                                   f"{max(pulls)}", spec.path, lat.keys_line)
+            self.keyframes = kf
+        else:
+            try:
+                self.keyframes = keyframes_from_list(space, lat.key_list())
+            except ValueError as e:
+                raise MappingError(str(e), spec.path, lat.keys_line) from None
         self._layered = self.keyframes.shape[1] != self.w_dim   # rows are flattened w_plus
         self._walk = Walk(self.keyframes, lat.walk.interp, space.w_avg)
         n = len(self.keyframes)

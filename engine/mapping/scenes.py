@@ -260,3 +260,68 @@ class SceneSet:
         self.active.restore(state)
         if self.cues.running:     # the cue list keeps its place on the audio clock
             self.cues._prev = self.active.time - self.cues._t0
+
+
+class FadingMapping:
+    """``new`` in place of ``old``, crossfading over ``seconds`` (a preset recall): both step
+    until the fade is over, then :attr:`faded` is True and the owner swaps in :attr:`new`."""
+
+    def __init__(self, old, new, seconds: float, w_avg: np.ndarray, interp: str = "slerp"):
+        self.new = new
+        self.faded = False
+        self._fade = Fade(old, new, Crossfade(float(seconds), "seconds", interp),
+                          np.asarray(w_avg, np.float64).reshape(-1))
+
+    def step_hop(self, features: dict, controls: dict) -> None:
+        self.new.step_hop(features, controls)
+        if not self.faded and self._fade.step(features, controls):
+            self.faded = True
+
+    def frame(self, t: float) -> FrameParams:
+        return self.new.frame(t) if self.faded else self._fade.frame(t)
+
+    def __getattr__(self, name: str):
+        if name in ("new", "_fade") or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.new, name)
+
+
+class LatentHold:
+    """Hold a saved ``w_plus`` over the mapping's picture (``/lj/latent/recall``): fades in over
+    ``seconds`` on the audio clock from the first frame it sees, and out again after
+    :meth:`release`; truncation, noise and uniforms stay the mapping's."""
+
+    def __init__(self, w_plus: np.ndarray, seconds: float, w_avg: np.ndarray):
+        self.w = np.asarray(w_plus, dtype=np.float32)
+        self.seconds = max(0.0, float(seconds))
+        self.w_avg = np.asarray(w_avg, np.float64).reshape(-1)
+        self._t0: float | None = None
+        self._release_t: float | None = None
+        self._release_from = 1.0
+        self.released = False
+        self._x = 0.0
+
+    def release(self) -> None:
+        self._release_t = None
+        self._release_from = self._x
+        self._releasing = True
+
+    def apply(self, p: FrameParams) -> FrameParams:
+        if self._t0 is None:
+            self._t0 = p.t
+        fade = self.seconds
+        if getattr(self, "_releasing", False):
+            if self._release_t is None:
+                self._release_t = p.t
+            x = self._release_from * (1.0 - (
+                (p.t - self._release_t) / fade if fade > 0 else 1.0))
+            if x <= 0.0:
+                self.released = True
+                return p
+        else:
+            x = (p.t - self._t0) / fade if fade > 0 else 1.0
+        x = 0.0 if x < 0.0 else (1.0 if x > 1.0 else x)
+        self._x = x
+        w = mix_w(p.w_plus, self.w, _ease(x), self.w_avg)
+        return FrameParams(t=p.t, w_plus=w, truncation=p.truncation, noise=p.noise,
+                           uniforms=p.uniforms, generator=getattr(p, "generator", {}))

@@ -477,7 +477,9 @@ MAX_CUES = 1024
 _META_KEYS = ("name", "generator", "description", "author")
 _CLOCK_KEYS = ("bpm", "beats_per_bar", "offset")
 _LATENT_KEYS = ("keyframes", "walk", "truncation", "noise", "motion")
-_KEYFRAME_KEYS = ("seeds", "files")
+_KEYFRAME_KEYS = ("seeds", "files", "latents")
+#: Saved latents (``/lj/latent/save``) live in this folder beside the mapping file.
+LATENT_DIR = "latents"
 _LFO_KEYS = ("shape", "hz", "beats", "bars", "phase", "seed")
 _MOTION_KEYS = ("speed", "jitter", "bound", "seed", "layers", "mode")
 _INTEGRATE_KEYS = ("min", "max", "bounds")
@@ -917,6 +919,18 @@ class _SpecParser:
             keys = [self.integer(s, "each keyframe seed", *where, lo=0, hi=2**32 - 1)
                     for s in seeds]
             keys += [self.keyframe_file(f, *where) for f in files]
+            latents = kf.get("latents", [])
+            if not isinstance(latents, list) or ("latents" in kf and not latents):
+                raise self.fail("latent.keyframes.latents must be a non-empty array of saved "
+                                "latent names", *where)
+            if len(keys) + len(latents) > MAX_KEYS:
+                raise self.fail(f"latent.keyframes: at most {MAX_KEYS} keyframes", *where)
+            for name in latents:
+                self.string(name, "each saved latent name", *where)
+                if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}", name):
+                    raise self.fail(f"saved latent name {name!r} must be letters, digits, _ "
+                                    "and -", *where)
+                keys.append(self.keyframe_file(f"{LATENT_DIR}/{name}.npy", *where))
         if not keys:
             raise self.fail("latent.keyframes must name at least one keyframe", *where)
         if len(keys) > MAX_KEYS:
