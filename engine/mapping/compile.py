@@ -602,8 +602,9 @@ class Mapping:
                 for _, s, e, mode in self._noise_routes:
                     if mode == "overwrite":
                         rows[s:e] = 0.0
-                for r, s, e, _ in self._noise_routes:
-                    rows[s:e] += r.value
+                for r, s, e, _ in self._noise_routes:   # kept inside float32's range
+                    v = r.value
+                    rows[s:e] += -1e30 if v < -1e30 else (1e30 if v > 1e30 else v)
             else:
                 self._noise = sum(r.value for r in k["noise"])
         for name, routes in self._gen_routes.items():
