@@ -39,21 +39,34 @@ def _ease(x: float) -> float:
 def mix_w(a: np.ndarray, b: np.ndarray, x: float, w_avg: np.ndarray, interp: str = "slerp"
           ) -> np.ndarray:
     """``[L, D]`` rows from ``a`` (x=0) to ``b`` (x=1): per row slerp of the offsets from
-    ``w_avg`` (linear where two rows point the same way), or lerp. float32."""
+    ``w_avg`` (linear where two rows point the same way), or lerp. float32, a new array.
+
+    A handful of numpy calls whatever ``L``: one ``[L, 2, 2]`` Gram matrix gives every row's
+    angle, the per-row coefficients are plain floats, one einsum applies them."""
     if interp == "linear":
-        return (a + (b - a) * np.float32(x)).astype(np.float32, copy=False)
-    oa = a.astype(np.float64) - w_avg
-    ob = b.astype(np.float64) - w_avg
-    na = np.sqrt(np.einsum("ij,ij->i", oa, oa))
-    nb = np.sqrt(np.einsum("ij,ij->i", ob, ob))
-    cos = np.einsum("ij,ij->i", oa, ob) / np.maximum(na * nb, 1e-30)
-    omega = np.arccos(np.clip(cos, -1.0, 1.0))
-    s = np.sin(omega)
-    flat = (omega < 1e-4) | (s < 1e-6)
-    s = np.where(flat, 1.0, s)
-    ca = np.where(flat, 1.0 - x, np.sin((1.0 - x) * omega) / s)
-    cb = np.where(flat, x, np.sin(x * omega) / s)
-    return (w_avg + ca[:, None] * oa + cb[:, None] * ob).astype(np.float32)
+        out = b - a
+        out *= np.float32(x)
+        out += a
+        return out
+    w_avg = np.asarray(w_avg, dtype=np.float32)
+    o = np.empty((2,) + a.shape, dtype=np.float32)
+    np.subtract(a, w_avg, out=o[0])
+    np.subtract(b, w_avg, out=o[1])
+    gram = np.einsum("ild,jld->lij", o, o).tolist()
+    coef = np.empty((2, a.shape[0]), dtype=np.float32)
+    for r, ((aa, ab), (_, bb)) in enumerate(gram):
+        d = math.sqrt(aa * bb)
+        c = ab / d if d > 1e-30 else 1.0
+        omega = math.acos(-1.0 if c < -1.0 else (1.0 if c > 1.0 else c))
+        s = math.sin(omega)
+        if omega < 1e-4 or s < 1e-6:
+            coef[0, r], coef[1, r] = 1.0 - x, x
+        else:
+            coef[0, r] = math.sin((1.0 - x) * omega) / s
+            coef[1, r] = math.sin(x * omega) / s
+    out = np.einsum("il,ild->ld", coef, o)
+    out += w_avg
+    return out
 
 
 def _mix_dict(a: dict, b: dict, x: float) -> dict:
