@@ -4,6 +4,7 @@ recalled with a crossfade, latent keyframes saved and loaded by name, cue files.
 from __future__ import annotations
 
 import socket
+import time
 import textwrap
 
 import numpy as np
@@ -248,3 +249,61 @@ def test_cue_file_drives_scenes_and_presets(rig):
     assert seen.index("c") < seen.index("fading")
     show.stop_cues()
     assert not show.cues.running
+
+
+def test_live_loop_scene_and_preset_commands_over_osc(tmp_path):
+    """The whole path: lj's live loop (headless), OSC over UDP into the show commands, a cue
+    file on the wall clock, presets saved to --presets."""
+    import threading
+
+    from pythonosc.udp_client import SimpleUDPClient
+
+    from engine.audio.demo import demo_song
+    from engine.live import LiveOptions, StopFlag, run_live
+    from support import PacedSource, free_port
+
+    samples, sr, _ = demo_song(seconds=30.0)
+    mapping = tmp_path / "show.toml"
+    mapping.write_text(SCENE_FILE)
+    cues = tmp_path / "cues.toml"
+    cues.write_text('[cues]\nclock = "wall"\n[[cue]]\nat = 0.5\nscene = "c"\n')
+    port = free_port()
+    opts = LiveOptions(mapping=str(mapping), size=32, headless=True, osc_port=port,
+                       max_seconds=25, cues=str(cues), presets_dir=str(tmp_path / "presets"),
+                       watch=False)
+    stop = StopFlag()
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault("stats", run_live(
+        PacedSource(samples, sr), opts, stop)))
+    thread.start()
+    try:
+        client = SimpleUDPClient("127.0.0.1", port)
+        ask = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        ask.settimeout(0.5)
+        get = OscMessageBuilder("/lj/get")
+        get.add_arg("/lj/state/scene")
+
+        def scene_is(name):
+            ask.sendto(get.build().dgram, ("127.0.0.1", port))
+            try:
+                from pythonosc.osc_packet import OscPacket
+
+                msg = OscPacket(ask.recvfrom(65536)[0]).messages[0].message
+            except OSError:
+                return False
+            return msg.params == [name]
+
+        wait_for(lambda: scene_is("c"), "the cue at 0.5 s to pick scene c", timeout=30)
+        client.send_message("/lj/scene", 2)         # after the cue's crossfade, if one is on
+        wait_for(lambda: scene_is("b"), "scene b", timeout=30)
+        client.send_message("/lj/preset/save", "live")
+        wait_for(lambda: (tmp_path / "presets" / "live.toml").exists(), "the preset file",
+                 timeout=20)
+    finally:
+        stop()
+        thread.join(30)
+    stats = result["stats"]
+    assert stats.session.mapping.scene == "b"
+    preset = load_preset(tmp_path / "presets", "live")
+    assert preset.scene == "b" and preset.mapping == str(mapping.resolve())
+    assert stats.controls.stats["bad_values"] == 0

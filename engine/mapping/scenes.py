@@ -312,9 +312,11 @@ class LatentHold:
         self._release_t: float | None = None
         self._release_from = 1.0
         self.released = False
+        self._releasing = False
         self._x = 0.0
 
     def release(self) -> None:
+        """Fade back to the mapping's picture (from wherever the fade in has got to)."""
         self._release_t = None
         self._release_from = self._x
         self._releasing = True
@@ -323,7 +325,7 @@ class LatentHold:
         if self._t0 is None:
             self._t0 = p.t
         fade = self.seconds
-        if getattr(self, "_releasing", False):
+        if self._releasing:
             if self._release_t is None:
                 self._release_t = p.t
             x = self._release_from * (1.0 - (
