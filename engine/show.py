@@ -101,8 +101,14 @@ class Show:
 
     # -- inputs -----------------------------------------------------------------------------------
     def key(self, name: str) -> bool:
-        """Keys 1-9 pick a scene, n/p the next/previous one. True if the key was ours."""
-        if len(name) == 1 and name in "123456789":
+        """Keys 1-9 pick a scene, n/p the next/previous one, F1-F12 recall the presets named
+        ``f1``..``f12``. True if the key was ours."""
+        if len(name) in (2, 3) and name[0] == "f" and name[1:].isdigit():
+            try:
+                self.load_preset(name)
+            except LJError as exc:
+                self._report(exc)
+        elif len(name) == 1 and name in "123456789":
             self.scene(int(name) - 1)
         elif name == "n":
             self.scene("next")

@@ -84,6 +84,20 @@ def test_keys_pick_scenes_and_step_through_them(rig):
     assert show.key("9") is True and session.mapping.scene == "c"   # no 9th scene: reported
     assert "no scene 8" in session.last_error
     assert show.key("x") is False
+    assert show.key("f3") is True and "no preset 'f3'" in session.last_error
+
+
+def test_function_keys_recall_presets(rig):
+    session, show, controls, frames, tmp_path = rig
+    show.key("3")
+    frames(30)
+    show.save_preset("f2")
+    show.key("1")
+    frames(30)
+    assert show.key("f2")
+    wait_for(lambda: session._pending_mapping is not None, "the preset to compile")
+    frames(80)
+    assert session.mapping.scene == "c"
 
 
 def test_osc_commands_arrive_over_udp(rig):
