@@ -21,6 +21,7 @@ import math
 import numpy as np
 
 from engine.audio.beat import BeatTracker
+from engine.audio.structure import StructureTracker
 from engine.frame import Features
 
 #: Names of the scalar features, in the order they appear in :attr:`FeatureExtractor.features`.
@@ -33,6 +34,9 @@ SCALAR_FEATURES = (
     "onset", "onset_low", "onset_mid", "onset_high",
     "centroid", "flatness",
     "bpm", "bpm_confidence", "beat_phase", "bar_phase", "beat", "downbeat",
+    "band0", "band1", "band2", "band3", "band4", "band5", "band6", "band7",
+    "harmonic", "percussive",
+    "novelty", "buildup", "drop",
 )
 #: Every feature name, including the 12-vector ``chroma``.
 FEATURE_NAMES = SCALAR_FEATURES + ("chroma",)
@@ -58,7 +62,13 @@ ONSET_REFRACTORY = 0.08    # onsets: no second onset in a band within this time
 LOG_GAMMA = 100.0          # log-magnitude compression: log(1 + gamma * |X|), |X| = 1 at full scale
 BEAT_LOW_WEIGHT = 0.5      # beat tracker novelty: overall flux + this times the bass-band flux
 CHROMA_FMIN, CHROMA_FMAX = 250.0, 5000.0  # below 250 Hz a 2048-point bin spans semitones
+LOG_BANDS = 8              # band0 .. band7: equal log-frequency bands ...
+LOG_BAND_FMIN, LOG_BAND_FMAX = 30.0, 16000.0  # ... between these (cut at Nyquist)
+HPSS_TIME = 0.1            # harmonic: a bin's minimum over the last this many seconds ...
+HPSS_FREQ_HZ = 90.0        # percussive: ... and over +- this many Hz around it in this hop
+HPSS_FMAX = 8000.0         # the split looks at bins up to this frequency
 _BAND_KEYS = tuple((b, b + "_att", b + "_level") for b in BANDS)
+_LOG_BAND_KEYS = tuple(f"band{i}" for i in range(LOG_BANDS))
 _FLUX_ONSET_KEYS = (("flux", "onset"), ("flux_low", "onset_low"), ("flux_mid", "onset_mid"),
                     ("flux_high", "onset_high"))
 
@@ -206,7 +216,7 @@ class FeatureExtractor:
         for w in (np.zeros((5, nb + 1), dtype=np.float32) for _ in range(2)):
             # views made once: mag, power, log inputs (mag, power), logs, log-magnitude, rise, summed
             self._work.append((w[0, :nb], w[1, :nb], w[:2, :nb], w[2:4, :nb], w[2, :nb], w[4, :nb],
-                               w[1:]))
+                               w[1:], w[1], w[0]))
         self._log_offsets = np.array([[1.0 / LOG_GAMMA], [1e-20]], dtype=np.float32)
         self._sums = np.zeros((4, 4), dtype=np.float32)
 
@@ -233,6 +243,40 @@ class FeatureExtractor:
         self._mag_rows[2:] = chroma_matrix(sr, n_fft)
         self._mag_sums = np.zeros(14, dtype=np.float32)
         self._chroma_raw = self._mag_sums[2:]
+
+        # Eight equal log-frequency bands (band0 .. band7): one reduceat over the power row (its
+        # spare zero column makes a band that Nyquist cut off sum to 0; the last segment, above
+        # the top edge, is not used).
+        log_edges = np.geomspace(LOG_BAND_FMIN, LOG_BAND_FMAX, LOG_BANDS + 1)
+        le = [int(np.searchsorted(freqs, f)) for f in log_edges]
+        le[0] = max(le[0], 1)
+        for i in range(1, len(le)):
+            le[i] = min(max(le[i], le[i - 1] + 1), nb)
+        self._log_edges = np.array(le, dtype=np.intp)
+        self._log_sums = np.zeros(LOG_BANDS + 1, dtype=np.float32)
+        self._log_gains = [_AutoGain(hs) for _ in range(LOG_BANDS)]
+        self._bands_db = [-100.0] * LOG_BANDS
+
+        # Causal harmonic/percussive split by rank filters on the magnitudes of bins 1 .. fmax:
+        # "harmonic" is what each bin kept for HPSS_TIME (its minimum over the last hops: a click
+        # is gone, a held note stays), "percussive" what is smooth across frequency in this hop
+        # (the minimum over +- HPSS_FREQ_HZ: a click's flat spectrum stays, a partial's peak goes).
+        h_hi = max(2, min(int(np.searchsorted(freqs, min(HPSS_FMAX, nyq))), nb))
+        nh = h_hi - 1
+        r = max(1, int(round(HPSS_FREQ_HZ * n_fft / sr)))
+        t_hops = max(n_fft // hop + 2, int(round(HPSS_TIME / hs)))
+        self._work = [w[:8] + (w[8][1:h_hi],) for w in self._work]  # + the split's magnitudes
+        self._h_ring = np.zeros((t_hops, nh), dtype=np.float32)
+        self._h_pos = 0
+        self._h_min = np.zeros(nh, dtype=np.float32)
+        self._p_pad = np.full(nh + 2 * r, np.inf, dtype=np.float32)
+        self._p_mid = self._p_pad[r:r + nh]
+        # Row k of this view is the spectrum shifted by k - r bins: a minimum down the rows is the
+        # minimum over the neighbourhood, with contiguous rows (fast) and nothing allocated.
+        self._p_shifts = np.lib.stride_tricks.sliding_window_view(self._p_pad, nh)
+        self._p_min = np.zeros(nh, dtype=np.float32)
+        #: Novelty, build-up and drop (``engine.audio.structure``).
+        self.structure = StructureTracker(hs, LOG_BANDS)
 
         # Per-band state in plain Python floats (index 0..2 = bass, mid, treb).
         self._k_base = _coef(BASELINE_TIME, hs)
@@ -314,7 +358,7 @@ class FeatureExtractor:
         self._rfft(self._windowed, self._spec)
         work, prev = self._work
         self._work = prev, work
-        mag, power, log_in, logs, logmag, rise, summed = work
+        mag, power, log_in, logs, logmag, rise, summed, power_full, h_mag = work
         np.abs(self._spec, out=mag)
         np.multiply(mag, mag, out=power)
         np.add(log_in, self._log_offsets, out=logs)   # 1/gamma + |X|, |X|^2 + 1e-20
@@ -323,6 +367,7 @@ class FeatureExtractor:
         np.maximum(rise, 0.0, out=rise)
         np.add.reduceat(summed, self._edges, axis=1, out=self._sums)
         np.dot(self._mag_rows, mag, out=self._mag_sums)
+        np.add.reduceat(power_full, self._log_edges, out=self._log_sums)
         energy, _, logseg, seg = self._sums.tolist()
 
         # --- bands: ratio to baseline, attack/release, auto-gained level ---
@@ -346,6 +391,26 @@ class FeatureExtractor:
             feats[name] = ratio
             feats[name_att] = att
             feats[name_level] = gains[i + 1].update(10.0 * math.log10(e) if e > 1e-10 else -100.0)
+
+        bands_db = self._bands_db
+        for i, (e, gain, key) in enumerate(zip(self._log_sums.tolist(), self._log_gains,
+                                               _LOG_BAND_KEYS)):
+            db = 10.0 * math.log10(e) if e > 1e-10 else -100.0
+            bands_db[i] = db
+            feats[key] = gain.update(db)
+
+        # --- harmonic / percussive ---
+        ring = self._h_ring
+        ring[self._h_pos] = h_mag
+        self._h_pos = (self._h_pos + 1) % ring.shape[0]
+        self._p_mid[:] = h_mag
+        np.min(ring, axis=0, out=self._h_min)
+        np.min(self._p_shifts, axis=0, out=self._p_min)
+        eh = float(np.dot(self._h_min, self._h_min))
+        ep = float(np.dot(self._p_min, self._p_min))
+        share = eh / (eh + ep) if eh + ep > 1e-12 else 0.5
+        feats["harmonic"] = feats["level"] * share
+        feats["percussive"] = feats["level"] * (1.0 - share)
 
         # --- flux and onsets ---
         if self.hops == 1:
@@ -396,6 +461,14 @@ class FeatureExtractor:
             np.multiply(self._chroma_raw, 1.0 / cmax, out=chroma)
         else:
             chroma.fill(0.0)
+
+        # --- structure ---
+        st = self.structure
+        st.update(loudness, 10.0 * math.log10(energy[0]) if energy[0] > 1e-10 else -100.0,
+                  feats["centroid"], bands_db)
+        feats["novelty"] = st.novelty
+        feats["buildup"] = st.buildup
+        feats["drop"] = 1.0 if st.drop else 0.0
 
         # --- tempo and beats ---
         bt = self.beat
