@@ -234,3 +234,33 @@ def test_drop_recipe_switches_scenes_on_drops():
     steps(m, 10, quiet)
     steps(m, 1, dict(quiet, drop=1.0))
     assert m.scene == "breakdown"
+
+
+def test_drop_recipe_on_a_song_with_a_build_up_and_a_drop():
+    """The analyser's own `drop` on a song built for it (16 s steady, 8 s build-up, a drop at
+    24 s, tests/test_audio_structure.py): the recipe stays in "build" through the steady part and
+    the build-up, and crossfades to "drop" right after the drop."""
+    from engine.session import ArrayReader, Session
+    from tests.test_audio_structure import SR as SONG_SR, song
+
+    x, drop_at = song()
+    session = Session(SONG_SR, ROOT / "mappings" / "scene_drops.toml", size=(32, 32),
+                      threaded=False)
+    try:
+        reader = ArrayReader(x)
+        switched_at = None
+        prev = None
+        jumps = []
+        for i in range(1, int(len(x) / SONG_SR * 30)):          # 30 fps
+            pos = i * SONG_SR // 30
+            p = session.params_at(reader, pos)
+            if prev is not None:
+                jumps.append(float(np.abs(p.w_plus - prev.w_plus).max()))
+            prev = p
+            if switched_at is None and session.mapping.scene != "build":
+                switched_at = pos / SONG_SR
+        assert switched_at is not None and drop_at <= switched_at <= drop_at + 0.5
+        assert session.mapping.scene == "drop"
+        assert np.isfinite(jumps).all()
+    finally:
+        session.close()
