@@ -96,6 +96,10 @@ def _add_live(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overlay", action="store_true", help="start with the h overlay shown")
     p.add_argument("--stills", default="stills", metavar="DIR",
                    help="where the s key and /lj/trigger/still save PNGs (default ./stills)")
+    p.add_argument("--cues", metavar="FILE",
+                   help="play a cue list (timed scene/preset changes; docs/mapping.md)")
+    p.add_argument("--presets", metavar="DIR",
+                   help="where /lj/preset/save|load keep presets (default ./presets)")
     p.add_argument("--installation", action="store_true",
                    help="unattended: fullscreen, no cursor, audio files loop, restart after a crash")
     p.add_argument("--log", metavar="FILE",
@@ -211,7 +215,8 @@ def _live_options(args) -> "LiveOptions":
         oscquery_port=None if args.no_oscquery else (
             args.oscquery_port if args.oscquery_port is not None else args.osc_port),
         max_frames=args.frames, max_seconds=args.seconds, overlay=args.overlay,
-        stills_dir=args.stills)
+        stills_dir=args.stills, cues=getattr(args, "cues", None),
+        presets_dir=getattr(args, "presets", None))
 
 
 def _run_live(make_source, args) -> int:

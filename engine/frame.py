@@ -22,15 +22,19 @@ class FrameParams:
     """One frame's parameters, computed from audio up to ``t`` (seconds on the audio clock).
 
     ``w_plus`` is float32 ``[num_layers, w_dim]`` in the generator's w space, before truncation;
-    the generator runner applies ``w_avg + truncation * (w - w_avg)``. ``uniforms`` holds shader
-    inputs by ``"<effect>.<input>"`` (e.g. ``"feedback.amount"``).
+    the generator runner applies ``w_avg + truncation * (w - w_avg)``. ``noise`` is the noise
+    strength: one float for every layer, or float32 ``[num_layers]`` when the mapping routes
+    noise per layer. ``uniforms`` holds shader inputs by ``"<effect>.<input>"`` (e.g.
+    ``"feedback.amount"``); ``generator`` the generator-specific parameters by name (a name
+    missing from it takes the generator's default).
     """
 
     t: float
     w_plus: np.ndarray
     truncation: float = 1.0
-    noise: float = 0.0
+    noise: Union[float, np.ndarray] = 0.0
     uniforms: dict[str, float] = field(default_factory=dict)
+    generator: dict[str, float] = field(default_factory=dict)
 
 
 class LatentSpace(Protocol):

@@ -24,6 +24,7 @@ from engine.control import Controls, OscQueryServer, OscSender, OscServer
 from engine.errors import ControlError
 from engine.paths import find_mapping
 from engine.session import FrameStats, Session
+from engine.show import Show
 
 log = logging.getLogger("lj.live")
 
@@ -57,6 +58,9 @@ class LiveOptions:
     stills_dir: str = "stills"
     watch: bool = True
     overlay: bool = False
+    cues: str | None = None             # a cue file (engine/cues.py)
+    presets_dir: str | None = None      # default ./presets
+    latents_dir: str | None = None      # default latents/ beside the mapping file
 
 
 class StopFlag:
@@ -128,6 +132,7 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
                           (opts.size, opts.size))
         declare_params(controls, session.mapping)
         controls.declare_trigger("still")
+        show = Show(session, controls, opts.presets_dir, opts.latents_dir, opts.cues)
         if server is not None and opts.oscquery_port is not None:
             query = OscQueryServer(controls, osc_port=server.port, host=opts.osc_host,
                                    port=opts.oscquery_port)
@@ -174,12 +179,17 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
                         show_overlay = not show_overlay
                     elif key == "s":
                         want_still = True
+                    else:
+                        show.key(key)   # 1-9 scenes, n/p next/previous
                 if window.should_close:
                     break
             snap = controls.snapshot()
             want_still = want_still or "still" in snap.triggers
             if snap.mapping:
                 session.request_reload(find_mapping(snap.mapping))
+            for address, arg in snap.commands:   # scenes, presets, cues, latents
+                show.command(address, arg)
+            show.poll()
             if opts.watch and frame_no % 20 == 0:
                 if watched != session.mapping_path:
                     watched, watched_mtime = session.mapping_path, _mtime(session.mapping_path)
@@ -218,6 +228,7 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
             if frame_no % 60 == 0:  # state for /lj/get, OSCQuery and OSC out, about once a second
                 state = {"mapping": session.mapping.name or session.mapping_path.name,
                          "generator": session.generator_spec,
+                         "scene": getattr(session.mapping, "scene", ""),
                          "fps": round(stats.fps(), 1), "error": session.last_error or "",
                          "uptime": round(time.perf_counter() - started, 1),
                          "generator_errors": runner.error_count,

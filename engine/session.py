@@ -206,12 +206,24 @@ class Session:
         self._pending_generator = None
         self._queued_generator: str | None = None
         self._generator_loader: threading.Thread | None = None
+        # show state (engine/show.py): the last frame's params, a held latent, preset uniforms
+        self.last_params: FrameParams | None = None
+        self.latent_hold = None
+        self.fixed_uniforms: dict[str, float] = {}
 
     # -- the per-position core -----------------------------------------------------------------
     def params_at(self, reader, pos: int, controls: dict | None = None) -> FrameParams:
         """Features and mapping state up to sample ``pos``, then that frame's parameters."""
         self.analysis.advance(reader, pos, self.mapping, controls or {})
-        return self.mapping.frame(pos / self.sr)
+        if getattr(self.mapping, "faded", False):   # a preset's crossfade is over
+            self.mapping = self.mapping.new
+        params = self.mapping.frame(pos / self.sr)
+        if self.latent_hold is not None:
+            params = self.latent_hold.apply(params)
+            if self.latent_hold.released:
+                self.latent_hold = None
+        self.last_params = params
+        return params
 
     # -- rendering ------------------------------------------------------------------------------
     def attach_renderer(self, ctx, output_size: tuple[int, int]):
@@ -227,20 +239,32 @@ class Session:
 
     def draw(self, image: np.ndarray, params: FrameParams) -> None:
         """Run the shader chain on ``image`` with the frame's uniforms and the audio uniforms."""
-        self.renderer.render(image, params.uniforms, params.t,
+        uniforms = params.uniforms
+        if self.fixed_uniforms:   # a preset's shader inputs the mapping does not route
+            uniforms = {**self.fixed_uniforms, **uniforms}
+        self.renderer.render(image, uniforms, params.t,
                              audio_uniforms(self.analysis.features, self._audio))
 
     # -- live reloads ---------------------------------------------------------------------------
-    def request_reload(self, path: str | Path | None = None) -> None:
-        """Compile a mapping file off the frame loop; :meth:`apply_reload` swaps it in later."""
+    def request_reload(self, path: str | Path | None = None, preset=None) -> None:
+        """Compile a mapping file off the frame loop; :meth:`apply_reload` swaps it in later.
+
+        ``preset`` (an :class:`engine.presets.Preset`) compiles its mapping with its keyframes,
+        chain and scene, and swaps it in with its crossfade (see engine/show.py)."""
         path = Path(path) if path else self.mapping_path
         if self._loader is not None and self._loader.is_alive():
-            self._queued = path  # the latest request wins; started once this one is swapped in
+            self._queued = (path, preset) if preset else path  # the latest request wins
             return
 
         def work():
             try:
-                self._pending_mapping = (path, compile_file(path, self.space, self.sr))
+                if preset is not None:
+                    from engine.show import compile_preset
+
+                    result = compile_preset(preset, self.space, self.sr, HOP)
+                else:
+                    result = compile_file(path, self.space, self.sr)
+                self._pending_mapping = (path, result, preset)
             except LJError as exc:
                 self._pending_mapping = (path, exc)
             except Exception as exc:  # never let a bad file reach the frame loop as a crash
@@ -257,8 +281,9 @@ class Session:
         if self._queued is not None:
             queued, self._queued = self._queued, None
             self._loader = None
-            self.request_reload(queued)
-        path, result = pending
+            self.request_reload(*(queued if isinstance(queued, tuple) else (queued,)))
+        path, result, *rest = pending
+        preset = rest[0] if rest else None
         if isinstance(result, Exception):
             self.last_error = str(result)
             log.error("mapping not loaded, keeping the last good one: %s", result)
@@ -276,6 +301,10 @@ class Session:
                 log.error("mapping not loaded, keeping the last good one: %s", exc)
                 return False
         result.restore(self.mapping.state())
+        if preset is not None:
+            from engine.show import arrive
+
+            result = arrive(self, result, preset)
         self.mapping = result
         self.mapping_path = path
         self.last_error = None

@@ -21,7 +21,12 @@ WORDS = ['"', "'", "[", "]", "{", "}", "=", ",", "\n", "#", "nan", "inf", "-inf"
          "-1", "true", "[[route]]", "[latent]", "[lfo]", "[clock]", "bpm = 0", "x.y = 1",
          '"lfo.a"', '"param.q"', '"chroma"', '"onset_low * (1 +"', "'''", '"""', "\\u0000",
          "9" * 40, "gate = ", "hold = ", "integrate = true", "key = 99", "layers = [5, 1]",
-         'keyframes = ["../../etc/passwd.npy"]', 'keyframes = [1, "x.npy"]']
+         'keyframes = ["../../etc/passwd.npy"]', 'keyframes = [1, "x.npy"]',
+         "[[scene]]", "[[scene.route]]", "[scene.latent]", "[scenes]", "[[cue]]", "[cues]",
+         "[bindings]", 'mode = "overwrite"', 'mode = "average"', 'mode = "add"', "switch_on = ",
+         '"downbeat"', "crossfade = ", "{ beats = 4 }", "next = ", 'name = "a"', "at = ",
+         "scene = ", "loop = ", 'layers = "fine"', '"generator.blend"',
+         'keyframes = { latents = ["../x"] }']
 
 
 def check(text):
@@ -35,10 +40,13 @@ def check(text):
         assert ERROR.match(msg), msg
         return "error"
     for i in range(4):
-        m.step_hop({"onset": float(i % 2), "rms": 0.5, "chroma": np.ones(12, np.float32)},
-                   {p: 0.5 for p in m.params})
+        m.step_hop({"onset": float(i % 2), "rms": 0.5, "chroma": np.ones(12, np.float32),
+                    "downbeat": float(i % 2)}, {p: 0.5 for p in m.params})
+        if hasattr(m, "switch") and i == 1:
+            assert m.switch("next")
         p = m.frame(m.time)
         assert p.w_plus.shape == (SPACE.num_layers, SPACE.w_dim)
+        assert np.all(np.isfinite(p.w_plus)) and np.all(np.isfinite(p.noise))
     return "ok"
 
 
@@ -80,6 +88,39 @@ def test_mutated_shipped_files():
     assert seen["ok"] > 20 and seen["error"] > 100      # both paths were exercised
 
 
+def test_mutated_scene_files():
+    from tests.test_mapping_scenes import SCENES
+
+    rng = np.random.default_rng(4321)
+    seen = {"ok": 0, "error": 0}
+    assert check(SCENES) == "ok"
+    for _ in range(300):
+        seen[check(mutate(rng, SCENES))] += 1
+    assert seen["ok"] > 20 and seen["error"] > 50
+
+
+def test_mutated_cue_files():
+    from engine.cues import CueTimer, parse_cue_file
+    from tests.test_mapping_show import CUES
+
+    rng = np.random.default_rng(77)
+    seen = {"ok": 0, "error": 0}
+    for _ in range(300):
+        text = mutate(rng, CUES)
+        try:
+            spec = parse_cue_file(text, "fuzz.toml")
+        except MappingError as e:
+            assert "\n" not in str(e) and ERROR.match(str(e)), str(e)
+            seen["error"] += 1
+            continue
+        seen["ok"] += 1
+        t = CueTimer(spec)
+        t.start(0.0)
+        for k in range(20):
+            t.due(k * 0.7)
+    assert seen["ok"] > 20 and seen["error"] > 50
+
+
 def test_random_token_soup():
     rng = np.random.default_rng(99)
     for _ in range(300):
@@ -119,6 +160,31 @@ HOSTILE = [
     "[meta]\nname = \"\\ud800\"\n",
     "[[route]]\nfrom = \"__import__('os').system('x')\"\nto = \"noise\"\n",
     "[[route]]\nfrom = \"param.__class__\"\nto = \"noise\"\n",
+    "[[scene]]\n" * 100,                                                 # too many scenes
+    "[[scene]]\nname = \"a\"\nnext = \"a\"\nswitch_on = \"switch_on\"\n",
+    "[[scene]]\nname = \"a\"\nnext = \"a\"\n",                            # a scene that loops
+    "[[scene]]\n[scene.latent]\nkeyframes = { latents = [\"../x\"] }\n",
+    "[scenes]\ncrossfade = { beats = 4 }\n[[scene]]\n",
+    "[scenes]\ncrossfade = -1\n[[scene]]\n",
+    "[scenes]\ncrossfade = { seconds = nan }\n[[scene]]\n",
+    "[[cue]]\nat = 0\nscene = 1\n",
+    "[[scene]]\n[[cue]]\nat = 1e308\nscene = 1\n",
+    "[[scene]]\n[cues]\nloop = nan\n[[cue]]\nat = 0\nscene = 1\n",
+    "[[scene]]\n[[cue]]\nat = 0\nscene = 2\n",
+    "[[scene]]\n[[cue]]\nat = 0\nscene = \"../x\"\n",
+    "[[scene]]\nroute = 3\n",
+    "[[scene]]\nname = \"1a\"\n",
+    "[[scene]]\n[[scene.route]]\nfrom = \"1\"\nto = \"latent.pull\"\nkey = 5\n",
+    "[[scene]]\n[[scene.scene]]\n",
+    "[bindings]\nx = { a = 1 }\n",
+    "[bindings]\n\"" + "a" * 300 + "\" = \"b\"\n",
+    "bindings = 3\n",
+    "[[route]]\nfrom = \"chroma\"\nto = \"latent.blend\"\nmode = \"overwrite\"\nlayers = [9, 9]\n",
+    "[[route]]\nfrom = \"1\"\nto = \"generator.x\"\n",
+    "[[route]]\nfrom = \"1\"\nto = \"generator.\"\n",
+    "[[route]]\nfrom = \"1e300\"\nto = \"noise\"\nlayers = \"fine\"\nmode = \"add\"\n",
+    "[latent]\nwalk = { layers = [0, 99] }\n",
+    "[latent]\nmotion = { mode = \"overwrite\", layers = \"coarse\" }\n",
 ]
 
 

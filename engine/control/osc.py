@@ -34,7 +34,7 @@ from collections.abc import Iterable
 
 from engine.control.pattern import PatternError, is_pattern, match
 from engine.control.sender import OscSender
-from engine.control.space import (GENERATOR_LOAD, GET, LIST, MAPPING_LOAD, NAME_RE, PARAM_PREFIX, STATE_PREFIX,
+from engine.control.space import (COMMANDS, GENERATOR_LOAD, GET, LIST, MAPPING_LOAD, NAME_RE, PARAM_PREFIX, STATE_PREFIX,
                                   TRIGGER_PREFIX)
 from engine.control.state import Controls
 from engine.control.wire import check_packet, encode_message, flatten, pack_datagrams
@@ -383,6 +383,8 @@ class OscServer:
                 controls.request_generator(args[0])
                 return "ok"
             return "bad"
+        elif address in COMMANDS:   # scenes, presets, cues, latents: queued for the frame loop
+            return "ok" if controls.command(address, args) else "bad"
         return "unknown"
 
     # -- queries ------------------------------------------------------------------------------

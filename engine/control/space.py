@@ -41,6 +41,20 @@ class AddressInfo:
     range: tuple[float, float] | None = None
 
 
+#: Show commands queued for the frame loop (mapping branch: scenes, presets, cues, latents):
+#: address -> (argument types: "" none, "s" a name, "is" a number or a name; description).
+COMMANDS = {
+    "/lj/scene": ("is", "switch scene: its number from 1 or its name (crossfade as the file says)"),
+    "/lj/scene/next": ("", "next scene"),
+    "/lj/scene/prev": ("", "previous scene"),
+    "/lj/preset/save": ("s", "save the current state as a named preset"),
+    "/lj/preset/load": ("s", "recall a named preset (with its crossfade)"),
+    "/lj/cue/start": ("", "start the cue list from its beginning"),
+    "/lj/cue/stop": ("", "stop the cue list"),
+    "/lj/latent/save": ("s", "save the current w_plus as a named latent"),
+    "/lj/latent/recall": ("s", "fade to a saved latent and hold it (empty name: let go)"),
+}
+
 #: Addresses that are always there, whatever the mapping.
 FIXED = (
     AddressInfo(MAPPING_LOAD, "s", WRITE, "load the mapping file at this path"),

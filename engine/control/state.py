@@ -67,6 +67,8 @@ class ControlSnapshot:
     triggers: list[str] = field(default_factory=list)
     mapping: str | None = None
     generator: str | None = None  # a generator spec requested since the previous snapshot
+    #: show commands since the previous snapshot, oldest first: (address, argument or None)
+    commands: list = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,7 @@ class Controls:
         self._triggers: deque[str] = deque(maxlen=MAX_PENDING_TRIGGERS)
         self._mapping: str | None = None
         self._generator: str | None = None
+        self._commands: deque = deque(maxlen=MAX_PENDING_TRIGGERS)
         self._stats: dict[str, int] = {k: 0 for k in STAT_NAMES}
         self._version = 0  # bumped whenever an address is added (see :attr:`version`)
 
@@ -281,6 +284,35 @@ class Controls:
             self._generator = spec
             return True
 
+    def command(self, address: str, args: list) -> bool:
+        """Queue a show command (``space.COMMANDS``: scenes, presets, cues, latents) for the
+        frame loop; False if its arguments do not fit. A command
+        without arguments, like a trigger, fires on a press (no argument or a non-zero one)."""
+        from engine.control.space import COMMANDS
+
+        types = COMMANDS.get(address, (None,))[0]
+        arg: object = None
+        ok = types is not None
+        if ok and types == "":
+            ok = not args or isinstance(args[0], (int, float))
+            if ok and args and not args[0]:
+                return True               # a button's release
+        elif ok:
+            ok = len(args) == 1
+            a = args[0] if ok else None
+            if isinstance(a, str) and len(a) <= MAX_NAME_LEN:
+                arg = a
+            elif "i" in types and isinstance(a, (int, float)) and not isinstance(a, bool) \
+                    and math.isfinite(a) and float(a) == int(a):
+                arg = int(a)
+            else:
+                ok = False
+        if not ok:
+            return False                  # the OSC server counts and logs it
+        with self._lock:
+            self._commands.append((address, arg))
+            return True
+
     def count(self, stat: str, n: int = 1) -> None:
         """Add ``n`` to the counter ``stat`` (one of :data:`STAT_NAMES`, or a new one)."""
         with self._lock:
@@ -301,7 +333,10 @@ class Controls:
             self._triggers.clear()
             mapping, self._mapping = self._mapping, None
             generator, self._generator = self._generator, None
-        return ControlSnapshot(params=params, triggers=triggers, mapping=mapping, generator=generator)
+            commands = list(self._commands)
+            self._commands.clear()
+        return ControlSnapshot(params=params, triggers=triggers, mapping=mapping,
+                               generator=generator, commands=commands)
 
     @property
     def stats(self) -> dict[str, int]:

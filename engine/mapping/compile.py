@@ -37,8 +37,8 @@ from engine.frame import FrameParams, LatentSpace
 from engine.mapping import expr as ex
 from engine.mapping.latent import (Motion, Walk, blend_matrix, keyframes_from_list,
                                    latent_spread, layer_rows, lfo_value, push_direction)
-from engine.mapping.spec import (CLOCK_SOURCES, SCALAR_FEATURES, TIME_SOURCES, VECTOR_FEATURES,
-                                 MappingSpec, MotionSpec, RouteSpec)
+from engine.mapping.spec import (CLOCK_SOURCES, DEFAULT_MODES, SCALAR_FEATURES, TIME_SOURCES,
+                                 VECTOR_FEATURES, MappingSpec, MotionSpec, RouteSpec, suggest)
 
 _LN100 = math.log(100.0)   # time constants are "time to cover 99 %"
 _STATE_VERSION = 1
@@ -245,18 +245,42 @@ class _Route:
         c.primed = True
 
 
-class _Push:
-    def __init__(self, route: _Route, rows: range, direction: np.ndarray):
+class _Contribution:
+    """One latent contribution to the rows ``start:stop`` of ``w_plus``.
+
+    It proposes the point ``P = w_avg + d`` with a weight ``a`` and combines with the rows by
+    ``mode``: ``add`` ``rows += a * d``; ``average`` ``rows += clamp(a, 0, 1) * (P - rows)``;
+    ``overwrite`` ``rows = w_avg + a * d``. ``d`` is ``[w_dim]`` or ``[rows, w_dim]``.
+    """
+
+    def __init__(self, route, rows: range, mode: str, d: np.ndarray, w_avg: np.ndarray):
         self.route = route
         self.start, self.stop = rows.start, rows.stop
-        self.direction = direction
+        self.mode = mode
+        self.d = d
+        self.w_avg = w_avg
+        self.tmp = np.empty((rows.stop - rows.start, w_avg.shape[0]), dtype=np.float32)
 
-
-class _Pull:
-    def __init__(self, route: _Route, rows: range, key: np.ndarray):
-        self.route = route
-        self.start, self.stop = rows.start, rows.stop
-        self.key = key                             # [num_layers, w_dim] float32
+    def apply(self, out: np.ndarray, a: float, d: np.ndarray | None = None) -> None:
+        d = self.d if d is None else d
+        rows = out[self.start:self.stop]
+        tmp = self.tmp
+        mode = self.mode
+        if mode == "add":
+            if a != 0.0:
+                np.multiply(d, np.float32(a), out=tmp)
+                rows += tmp
+        elif mode == "average":
+            a = 0.0 if a < 0.0 else (1.0 if a > 1.0 else a)
+            if a > 0.0:
+                np.add(d, self.w_avg, out=tmp)
+                tmp *= np.float32(a)
+                rows *= np.float32(1.0 - a)
+                rows += tmp
+        else:   # overwrite
+            np.multiply(d, np.float32(a), out=tmp)
+            tmp += self.w_avg
+            rows[:] = tmp
 
 
 class _Blend:
@@ -269,6 +293,8 @@ class _Blend:
         self.weights = np.zeros(matrix.shape[0], dtype=np.float64)
         self.weights32 = np.zeros(matrix.shape[0], dtype=np.float32)
         self.target = np.zeros(w_dim, dtype=np.float32)
+        self.contrib: _Contribution | None = None
+        self.d: np.ndarray | None = None           # target - w_avg, as rows
 
 
 class Mapping:
@@ -277,7 +303,8 @@ class Mapping:
     Not thread-safe: call both from one thread (the main loop).
     """
 
-    def __init__(self, spec: MappingSpec, space: LatentSpace, sr: int, hop: int):
+    def __init__(self, spec: MappingSpec, space: LatentSpace, sr: int, hop: int,
+                 keyframes: np.ndarray | None = None):
         if sr <= 0 or hop <= 0:
             raise ValueError("sr and hop must be positive")
         self.spec = spec
@@ -285,6 +312,7 @@ class Mapping:
         self.name = spec.name
         self.generator = spec.generator
         self.shader_chain = list(spec.shader_chain)
+        self.bindings = dict(spec.bindings)
         self.params = {n: p.default for n, p in spec.params.items()}
         self.param_ranges = {n: (p.min, p.max) for n, p in spec.params.items()}
         self.dt = hop / sr
@@ -293,10 +321,23 @@ class Mapping:
         self.w_dim = int(space.w_dim)
 
         lat = spec.latent
-        try:
-            self.keyframes = keyframes_from_list(space, lat.key_list())
-        except ValueError as e:
-            raise MappingError(str(e), spec.path, lat.keys_line) from None
+        if keyframes is not None:   # a preset's saved keyframes replace the file's
+            kf = np.asarray(keyframes, dtype=np.float32)
+            wd, nl = int(space.w_dim), int(space.num_layers)
+            if kf.ndim != 2 or kf.shape[1] not in (wd, wd * nl) or not 0 < len(kf) <= 256:
+                raise MappingError(f"saved keyframes have shape {list(kf.shape)}; this "
+                                   f"generator needs [n, {wd}] or [n, {nl * wd}]", spec.path,
+                                   lat.keys_line)
+            pulls = [r.key for r in spec.routes if r.kind == "pull"]
+            if pulls and max(pulls) >= len(kf):
+                raise MappingError(f"saved keyframes: {len(kf)}, but a pull needs key "
+                                   f"{max(pulls)}", spec.path, lat.keys_line)
+            self.keyframes = kf
+        else:
+            try:
+                self.keyframes = keyframes_from_list(space, lat.key_list())
+            except ValueError as e:
+                raise MappingError(str(e), spec.path, lat.keys_line) from None
         self._layered = self.keyframes.shape[1] != self.w_dim   # rows are flattened w_plus
         self._walk = Walk(self.keyframes, lat.walk.interp, space.w_avg)
         n = len(self.keyframes)
@@ -331,6 +372,8 @@ class Mapping:
                     used.update(ref.name for ref in ex.references(node))
             if r.vector:
                 used.add(r.vector)
+        for node in spec.watch:   # scene switch triggers read sources no route may use
+            used.update(ref.name for ref in ex.references(node))
         self._scalar_inputs = [f for f in SCALAR_FEATURES if f in used]
         self._vector_inputs = [(f, self._env[f]) for f in VECTOR_FEATURES if f in used]
 
@@ -340,23 +383,37 @@ class Mapping:
         for r in self._routes:
             self._by_kind.setdefault(r.kind, []).append(r)
         spread = latent_spread(space, self.keyframes) if "push" in self._by_kind else 1.0
-        self._pushes: list[_Push] = []
-        for r in self._by_kind.get("push", []):
-            try:
-                rows = layer_rows(space, r.spec.layers)
-            except ValueError as e:
-                raise MappingError(str(e), spec.path, r.spec.line_of("layers")) from None
-            self._pushes.append(_Push(r, rows, push_direction(r.spec.direction_seed, self.w_dim,
-                                                              spread)))
+        nl, wd = self.num_layers, self.w_dim
+        w_avg = np.asarray(space.w_avg, dtype=np.float32).reshape(wd)
+        self._w_avg = w_avg
+        key_rows = np.empty((n, nl, wd), dtype=np.float32)
+        key_rows[:] = (self.keyframes.reshape(n, nl, wd) if self._layered
+                       else self.keyframes[:, None, :])
+        self._key_rows = key_rows
+
+        def contribution(r: _Route, d: np.ndarray) -> _Contribution:
+            rows = self._rows(r.spec.layers, r.spec.line_of("layers"))
+            if d.ndim == 2:
+                d = d[rows.start:rows.stop]
+            return _Contribution(r, rows, r.spec.mode or DEFAULT_MODES[r.kind], d, w_avg)
+
+        self._pushes = [contribution(r, push_direction(r.spec.direction_seed, wd, spread))
+                        for r in self._by_kind.get("push", [])]
         self._blends = [_Blend(r, blend_matrix(n, r.spec.width), self.keyframes.shape[1])
                         for r in self._by_kind.get("blend", [])]
-        key_rows = np.empty((n, self.num_layers, self.w_dim), dtype=np.float32)
-        key_rows[:] = (self.keyframes.reshape(n, self.num_layers, self.w_dim) if self._layered
-                       else self.keyframes[:, None, :])
-        self._pulls: list[_Pull] = []
-        for r in self._by_kind.get("pull", []):
-            self._pulls.append(_Pull(r, self._rows(r.spec.layers, r.spec.line_of("layers")),
-                                     key_rows[r.spec.key]))
+        for b in self._blends:
+            rows = self._rows(b.route.spec.layers, b.route.spec.line_of("layers"))
+            if self._layered:
+                b.d = np.zeros((rows.stop - rows.start, wd), dtype=np.float32)
+                b.rows_view = b.target.reshape(nl, wd)[rows.start:rows.stop]
+            else:
+                b.d = np.zeros(wd, dtype=np.float32)
+                b.rows_view = b.target
+            b.contrib = _Contribution(b.route, rows, b.route.spec.mode or "average", b.d, w_avg)
+        self._pulls = [contribution(r, key_rows[r.spec.key] - w_avg)
+                       for r in self._by_kind.get("pull", [])]
+        wrows = self._rows(lat.walk.layers, lat.walk.line)
+        self._walk_rows = None if wrows == range(nl) else (wrows.start, wrows.stop)
         ms = lat.motion
         if ms is None and "motion" in self._by_kind:
             ms = MotionSpec()
@@ -366,8 +423,32 @@ class Mapping:
                 spread = latent_spread(space, self.keyframes)
             self._motion = Motion(self.w_dim, ms.jitter, ms.bound * spread, ms.seed)
             self._motion_rate = ms.speed * spread * self.dt      # w units per hop at motion 1
-            self._motion_rows = self._rows(ms.layers, ms.line)
             self._motion32 = np.zeros(self.w_dim, dtype=np.float32)
+            self._motion_c = _Contribution(None, self._rows(ms.layers, ms.line), ms.mode,
+                                           self._motion32, w_avg)
+        # noise: one float, or per layer when a noise route names layers or adds to the base
+        self._noise_routes = []
+        for r in self._by_kind.get("noise", []):
+            rows = self._rows(r.spec.layers, r.spec.line_of("layers"))
+            self._noise_routes.append((r, rows.start, rows.stop, r.spec.mode or "overwrite"))
+        self._noise_layered = any(s != 0 or e != nl or m != "overwrite"
+                                  for _, s, e, m in self._noise_routes)
+        self._noise_rows = np.full(nl, lat.noise, dtype=np.float32)
+        # generator-specific parameters, validated against the generator's own ranges
+        ranges = getattr(space, "param_ranges", None) or {}
+        self.generator_targets: dict[str, tuple[float, float, float]] = {}
+        self._gen_routes: dict[str, list[_Route]] = {}
+        for r in self._by_kind.get("generator", []):
+            name = r.spec.uniform
+            if name not in ranges:
+                have = ", ".join(sorted(ranges)) or "none"
+                raise MappingError(f"unknown generator parameter {name!r} (this generator has: "
+                                   f"{have}){suggest(name, ranges)}", spec.path,
+                                   r.spec.line_of("to"))
+            default, lo, hi = (float(x) for x in ranges[name])
+            self.generator_targets[name] = (default, lo, hi)
+            self._gen_routes.setdefault(name, []).append(r)
+        self._generator: dict[str, float] = {}
         self._uniform_routes: dict[str, list[_Route]] = {}
         for r in self._by_kind.get("uniform", []):
             self._uniform_routes.setdefault(r.spec.uniform, []).append(r)
@@ -515,7 +596,21 @@ class Mapping:
         if "truncation" in k:
             self._truncation = sum(r.value for r in k["truncation"])
         if "noise" in k:
-            self._noise = sum(r.value for r in k["noise"])
+            if self._noise_layered:
+                rows = self._noise_rows
+                rows[:] = self.spec.latent.noise
+                for _, s, e, mode in self._noise_routes:
+                    if mode == "overwrite":
+                        rows[s:e] = 0.0
+                for r, s, e, _ in self._noise_routes:   # kept inside float32's range
+                    v = r.value
+                    rows[s:e] += -1e30 if v < -1e30 else (1e30 if v > 1e30 else v)
+            else:
+                self._noise = sum(r.value for r in k["noise"])
+        for name, routes in self._gen_routes.items():
+            _, lo, hi = self.generator_targets[name]
+            v = sum(r.value for r in routes)
+            self._generator[name] = lo if v < lo else (hi if v > hi else v)
         if "motion" in k:
             self._motion_amount = sum(r.value for r in k["motion"])
         for name, routes in self._uniform_routes.items():
@@ -544,36 +639,30 @@ class Mapping:
         ahead = 0.0 if ahead < 0.0 else (self.dt if ahead > self.dt else ahead)
         p = self._pos + ahead * self._speed * self._kps
         w = self._walk.at(p, self._w)
-        tmp = self._tmp
-        for b in self._blends:
-            if b.active and b.amount > 0.0:
-                np.subtract(b.target, w, out=tmp)
-                tmp *= np.float32(b.amount)
-                w += tmp
         out = np.empty((self.num_layers, self.w_dim), dtype=np.float32)
         if self._layered:
             out[:] = w.reshape(self.num_layers, self.w_dim)
         else:
             out[:] = w
-        trows = self._tmp_rows
+        if self._walk_rows is not None:   # rows outside the walk's layers hold keyframe 0
+            s, e = self._walk_rows
+            keep = out[s:e].copy()
+            out[:] = self._key_rows[0]
+            out[s:e] = keep
+        for b in self._blends:
+            if b.active:
+                np.subtract(b.rows_view, self._w_avg, out=b.d)
+                b.contrib.apply(out, b.amount)
         for pull in self._pulls:
-            a = pull.route.value
-            if a > 0.0:
-                a = 1.0 if a > 1.0 else a
-                s, e = pull.start, pull.stop
-                np.subtract(pull.key[s:e], out[s:e], out=trows[s:e])
-                trows[s:e] *= np.float32(a)
-                out[s:e] += trows[s:e]
+            pull.apply(out, pull.route.value)
         if self._motion is not None:
-            out[self._motion_rows.start:self._motion_rows.stop] += self._motion32
-        tmp = self._tmp[: self.w_dim]
+            self._motion_c.apply(out, 1.0)
         for push in self._pushes:
-            v = push.route.value
-            if v != 0.0:
-                np.multiply(push.direction, np.float32(v), out=tmp)
-                out[push.start:push.stop] += tmp
+            push.apply(out, push.route.value)
+        noise = self._noise_rows.copy() if self._noise_layered else float(self._noise)
         return FrameParams(t=float(t), w_plus=out, truncation=float(self._truncation),
-                           noise=float(self._noise), uniforms=dict(self._uniforms))
+                           noise=noise, uniforms=dict(self._uniforms),
+                           generator=dict(self._generator))
 
     # -- inspection ----------------------------------------------------------------------------
     @property
@@ -654,7 +743,15 @@ class Mapping:
         self._aggregate()
 
 
-def compile_mapping(spec: MappingSpec, space: LatentSpace, sr: int, hop: int) -> Mapping:
+def compile_mapping(spec: MappingSpec, space: LatentSpace, sr: int, hop: int):
     """Tie ``spec`` to ``space`` (keyframes via ``space.seed_to_w``, push directions, layer
-    rows) for audio at ``sr`` Hz analysed in hops of ``hop`` samples."""
+    rows) for audio at ``sr`` Hz analysed in hops of ``hop`` samples.
+
+    A file with ``[[scene]]`` tables compiles to a :class:`~engine.mapping.scenes.SceneSet`
+    (every scene compiled now, so a switch never compiles); any other to a :class:`Mapping`.
+    Both have the same interface (``step_hop``, ``frame``, ``state``, ``restore``, ...)."""
+    if spec.scenes:
+        from engine.mapping.scenes import SceneSet
+
+        return SceneSet(spec, space, sr, hop)
     return Mapping(spec, space, sr, hop)

@@ -9,6 +9,7 @@ first again, so a loop joins without a jump).
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Sequence
 
 import numpy as np
@@ -19,11 +20,45 @@ from engine.frame import LatentSpace
 _SPREAD_SEEDS = range(1_000_000, 1_000_016)
 
 
+#: seed -> w per latent space (``seed_to_w`` is deterministic): a reload, or a scene file whose
+#: scenes share seeds, does not run the generator's mapping network again. Bounded per space.
+_SEED_CACHE: dict[int, tuple] = {}     # id(space) -> (weak reference to space, {seed: w})
+_SEED_CACHE_MAX = 4096
+
+
+def _seed_cache(space) -> dict | None:
+    key = id(space)
+    entry = _SEED_CACHE.get(key)
+    if entry is not None and entry[0]() is space:
+        return entry[1]
+    try:
+        ref = weakref.ref(space, lambda _r, key=key: _SEED_CACHE.pop(key, None))
+    except TypeError:          # a space that cannot be weakly referenced: no cache
+        return None
+    cache: dict = {}
+    _SEED_CACHE[key] = (ref, cache)
+    return cache
+
+
+def seed_w(space: LatentSpace, seed: int) -> np.ndarray:
+    """``space.seed_to_w(seed)`` as float32 ``[w_dim]``, cached per space (read-only array)."""
+    cache = _seed_cache(space)
+    w = cache.get(seed) if cache is not None else None
+    if w is None:
+        w = np.asarray(space.seed_to_w(int(seed)), dtype=np.float32).reshape(space.w_dim).copy()
+        w.flags.writeable = False
+        if cache is not None:
+            if len(cache) >= _SEED_CACHE_MAX:
+                cache.clear()
+            cache[seed] = w
+    return w
+
+
 def keyframes_from_seeds(space: LatentSpace, seeds: Sequence[int]) -> np.ndarray:
     """Stack ``space.seed_to_w(seed)`` for each seed: float32 ``[len(seeds), w_dim]``."""
     keys = np.empty((len(seeds), space.w_dim), dtype=np.float32)
     for i, seed in enumerate(seeds):
-        keys[i] = np.asarray(space.seed_to_w(int(seed)), dtype=np.float32).reshape(space.w_dim)
+        keys[i] = seed_w(space, int(seed))
     return keys
 
 
@@ -60,8 +95,8 @@ def keyframes_from_list(space: LatentSpace, keys: Sequence) -> np.ndarray:
     layer. Raises ``ValueError`` for a bad file.
     """
     wd, nl = int(space.w_dim), int(space.num_layers)
-    rows = [np.asarray(space.seed_to_w(int(k)), dtype=np.float32).reshape(wd)
-            if not isinstance(k, str) else load_keyframe(k, wd, nl) for k in keys]
+    rows = [seed_w(space, int(k)) if not isinstance(k, str) else load_keyframe(k, wd, nl)
+            for k in keys]
     if all(r.ndim == 1 for r in rows):
         return np.stack(rows).astype(np.float32)
     out = np.empty((len(rows), nl, wd), dtype=np.float32)
@@ -142,7 +177,7 @@ def latent_spread(space: LatentSpace, keys: np.ndarray) -> float:
     fixed extra seeds: the "typical spread" that scales push directions."""
     w_avg = np.asarray(space.w_avg, dtype=np.float64)
     keys = np.asarray(keys).reshape(-1, space.w_dim)
-    extra = [np.asarray(space.seed_to_w(s), dtype=np.float64)
+    extra = [np.asarray(seed_w(space, s), dtype=np.float64)
              for s in _SPREAD_SEEDS[: max(0, 16 - len(keys))]]
     samples = np.concatenate([np.asarray(keys, dtype=np.float64)] + [e[None] for e in extra])
     spread = float(np.sqrt(np.mean((samples - w_avg) ** 2)))

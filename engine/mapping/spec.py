@@ -42,7 +42,12 @@ LFO_SHAPES = ("sine", "triangle", "saw", "square", "random")
 CURVES = ("linear", "exp", "smoothstep")
 BOUNDS = ("clamp", "bounce", "wrap")
 TARGETS = ("latent.push", "latent.blend", "latent.pull", "latent.motion", "latent.speed",
-           "truncation", "noise", "shader.<effect>.<input>")
+           "truncation", "noise", "shader.<effect>.<input>", "generator.<param>")
+#: How a latent contribution combines with the rows it targets (see docs/mapping.md).
+MODES = ("average", "add", "overwrite")
+#: The mode of each latent contribution when the file gives none.
+DEFAULT_MODES = {"push": "add", "pull": "average", "blend": "average", "motion": "add",
+                 "noise": "overwrite"}
 #: Most keyframes a mapping may have.
 MAX_KEYS = 256
 #: Largest mapping text (characters) the parser reads.
@@ -74,6 +79,7 @@ class WalkSpec:
     unit: str = "seconds"          # "seconds" | "beats" | "bars"
     per_key: float = 8.0           # that many units from one keyframe to the next
     interp: str = "slerp"          # "linear" | "slerp"
+    layers: Union[str, tuple[int, int]] = "all"   # rows the walk drives; others hold key 0
     line: int | None = None
 
 
@@ -104,6 +110,7 @@ class MotionSpec:
     bound: float = 1.0
     seed: int = 0
     layers: Union[str, tuple[int, int]] = "all"
+    mode: str = "add"
     line: int | None = None
 
 
@@ -142,8 +149,9 @@ class RouteSpec:
     vector: str | None              # bare vector source name (e.g. "chroma"), else None
     width: int                      # 1 for scalar routes, the vector length otherwise
     to: str                         # the ``to`` text
-    kind: str                       # push | blend | speed | truncation | noise | uniform
-    uniform: str | None = None      # "<effect>.<input>" for shader targets
+    kind: str                       # push | blend | speed | truncation | noise | uniform | generator
+    uniform: str | None = None      # "<effect>.<input>" for shader targets, "<param>" for generator
+    mode: str | None = None         # average | add | overwrite (None: the kind's default)
     direction_seed: int | None = None
     layers: Union[str, tuple[int, int]] = "all"
     amount: ex.Node = field(default_factory=lambda: ex.Num(1.0))
@@ -188,12 +196,63 @@ class MappingSpec:
     lfos: dict[str, LfoSpec] = field(default_factory=dict)
     shader_chain: list[str] = field(default_factory=list)
     routes: list[RouteSpec] = field(default_factory=list)
+    #: ``[bindings]``: OSC address / MIDI control -> target, kept as written (the control
+    #: branch interprets it)
+    bindings: dict[str, str] = field(default_factory=dict)
+    #: extra expressions whose sources the compiled mapping must read (scene switch triggers)
+    watch: list = field(default_factory=list)
+    #: scenes (``[[scene]]``): each a full MappingSpec; empty for a plain mapping
+    scenes: list = field(default_factory=list)
+    #: ``[scenes]`` settings and ``[[cue]]`` entries of a scene file (see engine.mapping.scenes)
+    scene_options: Any = None
     lines: "LineIndex | None" = None
 
     def error(self, message: str, line: int | None = None) -> MappingError:
         """A :class:`MappingError` for this file (for callers that validate later, e.g. shader
         inputs against ``Mapping.uniform_targets``)."""
         return MappingError(message, self.path, line)
+
+
+@dataclass
+class Crossfade:
+    """How a scene change blends: ``length`` in ``unit`` (seconds or beats), w by ``interp``."""
+
+    length: float = 2.0
+    unit: str = "seconds"
+    interp: str = "slerp"
+
+
+@dataclass
+class SceneEntry:
+    name: str
+    crossfade: Crossfade
+    switch_on: ex.Node | None = None   # rising edge through 0.5 -> go to ``next``
+    next: Any = None                   # scene index after parsing
+    line: int | None = None
+
+
+@dataclass
+class CueEntry:
+    at: float                          # seconds from the start (of each loop)
+    kind: str                          # "scene" | "preset"
+    value: Any                         # scene index, scene name/number text, or preset name
+    line: int | None = None
+
+
+@dataclass
+class CueSpec:
+    cues: list[CueEntry] = field(default_factory=list)
+    loop: float | None = None          # seconds; None: play once
+    clock: str = "audio"               # "audio" | "wall"
+    autostart: bool = True
+
+
+@dataclass
+class SceneOptions:
+    crossfade: Crossfade = field(default_factory=Crossfade)
+    scenes: list[SceneEntry] = field(default_factory=list)
+    start: int = 0
+    cues: CueSpec = field(default_factory=CueSpec)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,6 +315,8 @@ class LineIndex:
                 m = _AOT_RE.match(line)
                 if m:
                     parts = _split_keypath(m.group(1))
+                    for k in [k for k in aot if len(k) > len(parts) and k[:len(parts)] == parts]:
+                        del aot[k]    # [[scene.route]] counts restart in each [[scene]]
                     aot[parts] = aot.get(parts, 0) + 1
                     table = self._resolve(parts, aot, last_is_aot=True)
                     self._record(table, lineno)
@@ -321,6 +382,31 @@ class LineIndex:
         return depth, in_str
 
 
+class _SceneLines:
+    """Line lookups for one scene's merged body: keys the scene gives are looked up under
+    ``("scene", i)``, the rest (shared defaults) at the top level; merged routes after the
+    ``n_top`` shared ones are the scene's own ``[[scene.route]]``."""
+
+    def __init__(self, top: LineIndex, i: int, table: dict, n_top: int):
+        self.top, self.i, self.table, self.n_top = top, i, table, n_top
+        self.count = top.count
+
+    def line(self, *path: Any) -> int | None:
+        if not path:
+            return self.top.line("scene", self.i)
+        head = path[0]
+        if head == "route" and len(path) > 1 and isinstance(path[1], int):
+            if path[1] >= self.n_top:
+                return self.top.line("scene", self.i, "route", path[1] - self.n_top, *path[2:])
+            return self.top.line(*path)
+        own = self.table.get(head)
+        if isinstance(own, dict) and (len(path) == 1 or head == "latent" or path[1] in own):
+            return self.top.line("scene", self.i, *path)
+        if head in self.table and not isinstance(own, dict):
+            return self.top.line("scene", self.i, *path)
+        return self.top.line(*path)
+
+
 # ---------------------------------------------------------------------------------------------
 # Loading
 
@@ -376,18 +462,32 @@ def parse_mapping(text: str, path: str | Path = "<string>") -> MappingSpec:
 # ---------------------------------------------------------------------------------------------
 # Validation
 
-_TOP_KEYS = ("meta", "params", "clock", "lfo", "latent", "shaders", "route")
+_TOP_KEYS = ("meta", "params", "clock", "lfo", "latent", "shaders", "route", "bindings", "scene",
+             "scenes", "cue", "cues")
+_AOT_KEYS = ("route", "scene", "cue")
+#: Keys of one [[scene]]: its own settings and the mapping tables it may give.
+_SCENE_KEYS = ("name", "crossfade", "switch_on", "next", "params", "lfo", "latent", "route")
+_SCENES_KEYS = ("crossfade", "switch_on", "start")
+_CROSSFADE_KEYS = ("seconds", "beats", "interp")
+_CUE_KEYS = ("at", "bar", "scene", "preset")
+_CUES_KEYS = ("loop", "clock", "start")
+#: Most scenes in one file, and most cues in one list.
+MAX_SCENES = 64
+MAX_CUES = 1024
 _META_KEYS = ("name", "generator", "description", "author")
 _CLOCK_KEYS = ("bpm", "beats_per_bar", "offset")
 _LATENT_KEYS = ("keyframes", "walk", "truncation", "noise", "motion")
-_KEYFRAME_KEYS = ("seeds", "files")
+_KEYFRAME_KEYS = ("seeds", "files", "latents")
+#: Saved latents (``/lj/latent/save``) live in this folder beside the mapping file.
+LATENT_DIR = "latents"
 _LFO_KEYS = ("shape", "hz", "beats", "bars", "phase", "seed")
-_MOTION_KEYS = ("speed", "jitter", "bound", "seed", "layers")
+_MOTION_KEYS = ("speed", "jitter", "bound", "seed", "layers", "mode")
 _INTEGRATE_KEYS = ("min", "max", "bounds")
-_WALK_KEYS = ("seconds_per_key", "beats_per_key", "bars_per_key", "interp")
+_WALK_KEYS = ("seconds_per_key", "beats_per_key", "bars_per_key", "interp", "layers")
 _SHADER_KEYS = ("chain",)
 _PARAM_KEYS = ("default", "min", "max")
-_ROUTE_KEYS = ("from", "to", "direction", "layers", "amount", "key", "gain", "offset", "power",
+_ROUTE_KEYS = ("from", "to", "direction", "layers", "mode", "amount", "key", "gain", "offset",
+               "power",
                "curve", "range", "clamp", "smooth", "envelope", "threshold", "gate", "hold",
                "normalize", "quantize", "integrate")
 _TIME_KEYS = ("attack_ms", "release_ms")
@@ -479,15 +579,26 @@ class _SpecParser:
             if key not in _TOP_KEYS:
                 raise self.fail(f"unknown table [{key}]{suggest(key, _TOP_KEYS)}"
                                 f" (allowed: {', '.join(_TOP_KEYS)})", key)
-            if key == "route":
+            if key in _AOT_KEYS:
                 if isinstance(value, dict):
-                    raise self.fail("routes are written [[route]] (double brackets), one per route",
-                                    key)
+                    raise self.fail(f"{key}s are written [[{key}]] (double brackets), one per "
+                                    f"{key}", key)
                 if not isinstance(value, list) or not all(isinstance(r, dict) for r in value):
-                    raise self.fail("route must be [[route]] tables", key)
+                    raise self.fail(f"{key} must be [[{key}]] tables", key)
             else:
                 self.table(value, f"[{key}]", key)
+        if "scene" not in d:
+            for key in ("scenes", "cue", "cues"):
+                if key in d:
+                    raise self.fail(f"[{key}] needs scenes: add [[scene]] tables", key)
+            return self.body(d)
+        base = {k: v for k, v in d.items() if k not in ("scene", "scenes", "cue", "cues")}
+        spec = self.body(base)
+        self.scenes(d, spec)
+        return spec
 
+    def body(self, d: dict) -> MappingSpec:
+        """One mapping body (a plain file, or the merged tables of one scene)."""
         spec = MappingSpec(path=self.path, name=Path(self.path).stem, lines=self.lines)
         self.meta(d.get("meta", {}), spec)
         self.clock(d.get("clock", {}), spec)
@@ -496,7 +607,179 @@ class _SpecParser:
         spec.latent = self.latent(d.get("latent", {}), spec)
         spec.shader_chain = self.shaders(d.get("shaders", {}))
         spec.routes = [self.route(i, r, spec) for i, r in enumerate(d.get("route", []))]
+        spec.bindings = self.bindings(d.get("bindings", {}))
         return spec
+
+    # -- scenes and cues ---------------------------------------------------------------------
+    def scenes(self, d: dict, spec: MappingSpec) -> None:
+        """``[[scene]]`` tables (each a mapping body over the top-level defaults), ``[scenes]``
+        settings and ``[[cue]]`` times. Fills ``spec.scenes`` and ``spec.scene_options``."""
+        raw = d["scene"]
+        if len(raw) > MAX_SCENES:
+            raise self.fail(f"at most {MAX_SCENES} scenes", "scene")
+        opts = SceneOptions()
+        st = d.get("scenes", {})
+        self.keys(st, _SCENES_KEYS, "[scenes]", "scenes")
+        if "crossfade" in st:
+            opts.crossfade = self.crossfade(st["crossfade"], spec, "scenes", "crossfade")
+        n_top = len(d.get("route", []))
+        names: list[str] = []
+        for i, t in enumerate(raw):
+            where = ("scene", i)
+            self.keys(t, _SCENE_KEYS, f"scene #{i + 1}", *where)
+            name = self.string(t.get("name", f"scene{i + 1}"), "scene name", *where, "name")
+            if not _IDENT.match(name):
+                raise self.fail(f"scene name {name!r} must be letters, digits and _", *where,
+                                "name")
+            if name in names:
+                raise self.fail(f"scene name {name!r} is used twice", *where, "name")
+            names.append(name)
+            merged = {k: v for k, v in d.items() if k not in ("scene", "scenes", "cue", "cues")}
+            for key in ("params", "lfo"):
+                if key in t:
+                    merged[key] = dict(d.get(key, {}), **self.table(t[key], f"[scene.{key}]",
+                                                                    *where, key))
+            if "latent" in t:
+                merged["latent"] = self.table(t["latent"], "[scene.latent]", *where, "latent")
+            if "route" in t:
+                if not isinstance(t["route"], list) or not all(isinstance(r, dict)
+                                                               for r in t["route"]):
+                    raise self.fail("scene routes are written [[scene.route]]", *where, "route")
+                merged["route"] = list(d.get("route", [])) + list(t["route"])
+            top_lines = self.lines
+            self.lines = _SceneLines(top_lines, i, t, n_top)
+            try:
+                sc = self.body(merged)
+                sc.name = name
+                sc.lines = top_lines
+                crossfade = opts.crossfade
+                if "crossfade" in t:
+                    crossfade = self.crossfade(t["crossfade"], sc, "crossfade")
+                switch = None
+                if "switch_on" in t or "switch_on" in st:
+                    src = t["switch_on"] if "switch_on" in t else st["switch_on"]
+                    w = ("switch_on",) if "switch_on" in t else ("scenes", "switch_on")
+                    text = self.string(src, "switch_on (an expression)", *w)
+                    switch = self.expression(text, "switch_on", w)
+                    self.check_sources(switch, sc, "switch_on", w)
+                    sc.watch = [switch]
+            finally:
+                self.lines = top_lines
+            opts.scenes.append(SceneEntry(name, crossfade, switch, t.get("next"),
+                                          self.lines.line(*where)))
+            spec.scenes.append(sc)
+        for i, (entry, t) in enumerate(zip(opts.scenes, raw)):
+            if entry.next is not None:
+                nxt = self.string(entry.next, "scene next", "scene", i, "next")
+                if nxt not in names:
+                    raise self.fail(f"scene next = {nxt!r} is not a scene{suggest(nxt, names)} "
+                                    f"(scenes: {', '.join(names)})", "scene", i, "next")
+                entry.next = names.index(nxt)
+            else:
+                entry.next = (i + 1) % len(names)
+        if "start" in st:
+            opts.start = self.scene_ref(st["start"], names, "scenes", "start")
+        opts.cues = self.cues(d.get("cue", []), d.get("cues", {}), spec, names, presets=False)
+        spec.scene_options = opts
+        # the file's parameters are every scene's (OSC declares them all)
+        for sc in spec.scenes:
+            for name, p in sc.params.items():
+                spec.params.setdefault(name, p)
+
+    def scene_ref(self, value: Any, names: list[str], *where: Any) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return self.integer(value, "scene number", *where, lo=1, hi=len(names)) - 1
+        name = self.string(value, "scene (a name or a number from 1)", *where)
+        if name not in names:
+            raise self.fail(f"unknown scene {name!r}{suggest(name, names)} (scenes: "
+                            f"{', '.join(names)})", *where)
+        return names.index(name)
+
+    def crossfade(self, value: Any, spec: MappingSpec, *where: Any) -> "Crossfade":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return Crossfade(self.number(value, "crossfade (seconds)", *where, lo=0.0, hi=3600.0))
+        t = self.table(value, "crossfade ({ seconds = 2 } or { beats = 8 })", *where)
+        self.keys(t, _CROSSFADE_KEYS, "crossfade", *where)
+        units = [k for k in ("seconds", "beats") if k in t]
+        if len(units) > 1:
+            raise self.fail("crossfade: give seconds or beats, not both", *where)
+        cf = Crossfade()
+        if units:
+            cf.unit = units[0]
+            cf.length = self.number(t[cf.unit], f"crossfade.{cf.unit}", *where, lo=0.0, hi=3600.0)
+            if cf.unit == "beats" and spec.bpm is None:
+                raise self.fail("crossfade.beats needs [clock] bpm", *where)
+        if "interp" in t:
+            cf.interp = self.string(t["interp"], "crossfade.interp", *where,
+                                    choices=("slerp", "linear"))
+        return cf
+
+    def cues(self, raw: list, t: dict, spec: MappingSpec | None, scenes: list[str] | None,
+             presets: bool) -> "CueSpec":
+        """``[[cue]]`` entries and ``[cues]`` settings (in a scene file or a cue file)."""
+        self.keys(t, _CUES_KEYS, "[cues]", "cues")
+        out = CueSpec()
+        if "loop" in t:
+            out.loop = self.number(t["loop"], "cues.loop (seconds)", "cues", "loop",
+                                   positive=True, hi=1e7)
+        if "clock" in t:
+            out.clock = self.string(t["clock"], "cues.clock", "cues", "clock",
+                                    choices=("audio", "wall") if presets else ("audio",))
+        if "start" in t:
+            if not isinstance(t["start"], bool):
+                raise self.fail("cues.start must be true or false", "cues", "start")
+            out.autostart = t["start"]
+        if len(raw) > MAX_CUES:
+            raise self.fail(f"at most {MAX_CUES} cues", "cue")
+        bpm = spec.bpm if spec is not None else None
+        for i, c in enumerate(raw):
+            where = ("cue", i)
+            self.keys(c, _CUE_KEYS if presets else ("at", "bar", "scene"), f"cue #{i + 1}",
+                      *where)
+            has = [k for k in ("at", "bar") if k in c]
+            if len(has) != 1:
+                raise self.fail(f"cue #{i + 1} needs exactly one of at (seconds), bar", *where)
+            if has[0] == "at":
+                at = self.number(c["at"], f"cue #{i + 1} at (seconds)", *where, "at", lo=0.0,
+                                 hi=1e7)
+            else:
+                if bpm is None:
+                    raise self.fail(f"cue #{i + 1} bar needs [clock] bpm", *where, "bar")
+                bar = self.number(c["bar"], f"cue #{i + 1} bar", *where, "bar", lo=0.0, hi=1e6)
+                at = spec.beat_offset + bar * spec.beats_per_bar * 60.0 / bpm
+            targets = [k for k in ("scene", "preset") if k in c]
+            if len(targets) != 1:
+                raise self.fail(f"cue #{i + 1} needs one of "
+                                f"{'scene, preset' if presets else 'scene'}", *where)
+            kind = targets[0]
+            if kind == "scene" and scenes is not None:
+                value: Any = self.scene_ref(c["scene"], scenes, *where, "scene")
+            else:
+                value = self.string(c[kind], f"cue #{i + 1} {kind}", *where, kind)
+                if not _EFFECT.match(value):
+                    raise self.fail(f"cue #{i + 1} {kind} {value!r} must be a name (letters, "
+                                    "digits, _ and -)" if kind == "preset" else
+                                    f"cue #{i + 1} scene {value!r} must be a name or number",
+                                    *where, kind)
+            out.cues.append(CueEntry(at, kind, value, self.lines.line(*where)))
+        out.cues.sort(key=lambda c: c.at)
+        if out.loop is not None and out.cues and out.cues[-1].at >= out.loop:
+            raise self.fail(f"cues.loop ({out.loop:g} s) must be longer than the last cue "
+                            f"({out.cues[-1].at:g} s)", "cues", "loop")
+        return out
+
+    def bindings(self, t: dict) -> dict[str, str]:
+        """``[bindings]``: string keys to string values, otherwise passed through untouched."""
+        out = {}
+        for key, value in t.items():
+            if not isinstance(value, str):
+                raise self.fail(f"bindings.{key!r} must be a string (a target such as "
+                                f"\"param.speed\"), not {_type_name(value)}", "bindings", key)
+            if not key or len(key) > 256 or len(value) > 256:
+                raise self.fail("a binding's address and target must be 1..256 characters",
+                                "bindings", key)
+            out[key] = value
+        return out
 
     def meta(self, t: dict, spec: MappingSpec) -> None:
         self.keys(t, _META_KEYS, "[meta]", "meta")
@@ -636,6 +919,18 @@ class _SpecParser:
             keys = [self.integer(s, "each keyframe seed", *where, lo=0, hi=2**32 - 1)
                     for s in seeds]
             keys += [self.keyframe_file(f, *where) for f in files]
+            latents = kf.get("latents", [])
+            if not isinstance(latents, list) or ("latents" in kf and not latents):
+                raise self.fail("latent.keyframes.latents must be a non-empty array of saved "
+                                "latent names", *where)
+            if len(keys) + len(latents) > MAX_KEYS:
+                raise self.fail(f"latent.keyframes: at most {MAX_KEYS} keyframes", *where)
+            for name in latents:
+                self.string(name, "each saved latent name", *where)
+                if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}", name):
+                    raise self.fail(f"saved latent name {name!r} must be letters, digits, _ "
+                                    "and -", *where)
+                keys.append(self.keyframe_file(f"{LATENT_DIR}/{name}.npy", *where))
         if not keys:
             raise self.fail("latent.keyframes must name at least one keyframe", *where)
         if len(keys) > MAX_KEYS:
@@ -661,6 +956,8 @@ class _SpecParser:
             ms.seed = self.integer(m["seed"], f"{what}.seed", *where, lo=0, hi=2**32 - 1)
         if "layers" in m:
             ms.layers = self.layers(m["layers"], what, *where)
+        if "mode" in m:
+            ms.mode = self.string(m["mode"], f"{what}.mode", *where, choices=MODES)
         return ms
 
     def latent(self, t: dict, spec: MappingSpec) -> LatentSpec:
@@ -688,6 +985,8 @@ class _SpecParser:
             if "interp" in w:
                 walk.interp = self.string(w["interp"], "latent.walk.interp", *where,
                                           choices=INTERPOLATIONS)
+            if "layers" in w:
+                walk.layers = self.layers(w["layers"], "latent.walk", *where)
         lat.walk = walk
         if "truncation" in t:
             lat.truncation = self.number(t["truncation"], "latent.truncation", "latent",
@@ -754,12 +1053,17 @@ class _SpecParser:
         r.key_lines = {k: self.lines.line(*at(k)) for k in t}
 
         # target-specific keys
-        only = {"direction": ("push",), "layers": ("push", "pull"), "amount": ("blend",),
-                "key": ("pull",)}
+        latent_kinds = ("push", "pull", "blend", "noise")
+        only = {"direction": ("push",), "layers": latent_kinds, "mode": latent_kinds,
+                "amount": ("blend",), "key": ("pull",)}
         for key, needs in only.items():
             if key in t and kind not in needs:
-                raise self.fail(f"{what}: '{key}' only applies to "
-                                f"{' and '.join('latent.' + n for n in needs)}", *at(key))
+                names = [n if n == "noise" else "latent." + n for n in needs]
+                raise self.fail(f"{what}: '{key}' only applies to {', '.join(names)}",
+                                *at(key))
+        if "mode" in t:
+            choices = ("add", "overwrite") if kind == "noise" else MODES
+            r.mode = self.string(t["mode"], f"{what} 'mode'", *at("mode"), choices=choices)
         if kind == "push":
             if "direction" not in t:
                 raise self.fail(f"{what}: latent.push needs direction = {{ seed = N }}", *at())
@@ -901,6 +1205,12 @@ class _SpecParser:
             if not _IDENT.match(inp):
                 raise self.fail(f"shader input name {inp!r} is not a valid name", *where)
             return "uniform", f"{effect}.{inp}"
+        if to.startswith("generator."):
+            name = to[len("generator."):]
+            if not _IDENT.match(name):
+                raise self.fail(f"generator targets are written generator.<param>, got {to!r}",
+                                *where)
+            return "generator", name
         raise self.fail(f"unknown target {to!r}{suggest(to, TARGETS)} (targets: "
                         f"{', '.join(TARGETS)})", *where)
 
