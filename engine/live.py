@@ -128,6 +128,7 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
                           (opts.size, opts.size))
         declare_params(controls, session.mapping)
         controls.declare_trigger("still")
+        controls.declare_trigger("hold")  # keep the frame on screen as the transition's start
         if server is not None and opts.oscquery_port is not None:
             query = OscQueryServer(controls, osc_port=server.port, host=opts.osc_host,
                                    port=opts.oscquery_port)
@@ -191,6 +192,8 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
             if session.apply_reload():
                 declare_params(controls, session.mapping)
 
+            if "hold" in snap.triggers and prev is not None:
+                session.renderer.hold()
             params = session.params_at(source.ring, source.position, snap.params)
             runner = session.runner
             if runner.idle:  # a slow frame still in the works is not waited for here

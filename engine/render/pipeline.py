@@ -123,10 +123,11 @@ class _Effect:
             u = prog.get(n, None)
             return u if isinstance(u, moderngl.Uniform) else None
 
-        # Samplers: unit 0 = the chain input, 1.. = targets, then unfed images (a blank texture).
+        # Samplers: unit 0 = the chain input, 1.. = targets, then the other image inputs (fed
+        # per frame by the renderer: a named source, the audio textures, or a blank texture).
         self.input_uniform = None
         self.target_units: list[tuple[int, _Target]] = []
-        self.blank_units: list[int] = []
+        self.image_units: list[tuple[int, IsfInput]] = []
         unit = 1
         for tname, tgt in self.targets.items():
             u = uni(tname)
@@ -136,17 +137,20 @@ class _Effect:
                 unit += 1
         self.blank = blank
         self.values: list[tuple[str, IsfInput, moderngl.Uniform]] = []
+        names = {i.name for i in shader.inputs}
+        # ISF transitions have no inputImage: the chain's picture is their endImage.
+        chain_in = "inputImage" if "inputImage" in names or "endImage" not in names else "endImage"
         for inp in shader.inputs:
             u = uni(inp.name)
             if u is None:
                 continue
             if inp.glsl_type == "sampler2D":
-                if inp.name == "inputImage":
+                if inp.name == chain_in and inp.type == "image":
                     u.value = 0
                     self.input_uniform = u
                 else:
                     u.value = unit
-                    self.blank_units.append(unit)
+                    self.image_units.append((unit, inp))
                     unit += 1
             else:
                 self.values.append((f"{name}.{inp.name}", inp, u))
@@ -177,13 +181,15 @@ class _Effect:
             self.u_date.value = (t.tm_year, t.tm_mon, t.tm_mday,
                                  t.tm_hour * 3600 + t.tm_min * 60 + t.tm_sec)
 
-    def draw(self, src: moderngl.Texture, dst: moderngl.Framebuffer, copy):
-        """Run every pass: ``src`` is ``inputImage``. Returns ``(texture, framebuffer)`` holding
+    def draw(self, src: moderngl.Texture, dst: moderngl.Framebuffer, copy, feed=None):
+        """Run every pass: ``src`` is ``inputImage``; ``feed(input, src)`` gives the texture
+        of any other image input (None: a blank one). Returns ``(texture, framebuffer)`` holding
         the result: ``dst``'s, or, when the last pass writes an 8-bit buffer at output size (a
         feedback effect), that buffer itself, so no pass is spent copying it out."""
         src.use(0)
-        for unit in self.blank_units:
-            self.blank.use(unit)
+        for unit, inp in self.image_units:
+            tex = feed(inp, src) if feed is not None else None
+            (tex if tex is not None else self.blank).use(unit)
         passes = self.shader.passes
         last = len(passes) - 1
         for i, p in enumerate(passes):
@@ -292,6 +298,10 @@ class Renderer:
         self._result_tex, self._result_fbo = self._chain[0], self._fbos[0]
         self._frame = 0
         self._last_time: float | None = None
+        self._sources: dict[str, moderngl.Texture] = {}   # named image inputs (set_image, hold)
+        self._held: set[str] = set()                       # ... of which held frames
+        self._source_fbos: dict[str, moderngl.Framebuffer] = {}
+        self._audio_tex: dict[str, moderngl.Texture] = {}  # "audio" / "audioFFT" textures
         for f in self._fbos:
             f.clear(0.0, 0.0, 0.0, 1.0)
         self.set_chain(chain)
@@ -400,6 +410,55 @@ class Renderer:
             out.update(value_inputs(e.name, e.shader))
         return out
 
+    # -- image inputs --------------------------------------------------------------------------
+    def set_image(self, name: str, image_u8: np.ndarray | None) -> None:
+        """Feed every image input called ``name`` (other than the chain's picture) with
+        ``image_u8`` ([h, w, 3 or 4] uint8, top row first; any size, sampled normalised), or
+        stop feeding it (None: the input reads black again). A texture is created only when
+        the size changes."""
+        if image_u8 is None:
+            tex = self._sources.pop(name, None)
+            fbo = self._source_fbos.pop(name, None)
+            self._held.discard(name)
+            for o in (fbo, tex):
+                if o is not None:
+                    o.release()
+            return
+        img = np.asarray(image_u8)
+        if img.ndim != 3 or img.shape[2] not in (3, 4) or img.dtype != np.uint8:
+            raise RenderError(f"image input {name}: expected uint8 [h, w, 3|4], got "
+                              f"{img.dtype} {list(img.shape)}")
+        h, w, c = img.shape
+        tex = self._sources.get(name)
+        if tex is None or tex.size != (w, h) or tex.components != c or name in self._held:
+            self.set_image(name, None)
+            tex = self._sources[name] = _texture(self.ctx, (w, h), c)
+        tex.write(np.ascontiguousarray(img[::-1]))
+
+    def hold(self, name: str = "startImage") -> None:
+        """Keep the frame as shown now (every effect applied) as image input ``name``: the
+        "from" picture of a transition (``shaders/transition.fs`` mixes it with the live one
+        as its ``progress`` goes 0 → 1). Costs one copy pass; no allocation after the first."""
+        tex = self._sources.get(name)
+        if tex is None or name not in self._held or tex.size != self.output_size:
+            self.set_image(name, None)
+            tex = self._sources[name] = _texture(self.ctx, self.output_size, 4)
+            self._source_fbos[name] = self.ctx.framebuffer(color_attachments=[tex])
+            self._held.add(name)
+        if self._frame == 0:
+            self._source_fbos[name].clear(0.0, 0.0, 0.0, 1.0)
+            return
+        self._copy_to(self._result_tex, self._source_fbos[name])
+
+    def _feed(self, inp: IsfInput, src: moderngl.Texture):
+        """The texture for image input ``inp`` of an effect whose chain input is ``src``."""
+        if inp.type != "image":
+            return self._audio_tex.get(inp.type)
+        tex = self._sources.get(inp.name)
+        if tex is None and inp.name == "startImage":
+            return src  # a transition with nothing held yet shows the live picture
+        return tex
+
     # -- frame ---------------------------------------------------------------------------------
     def _copy_to(self, src: moderngl.Texture, dst: moderngl.Framebuffer, flip: bool = False):
         src.use(0)
@@ -439,7 +498,7 @@ class Renderer:
             for e in self._effects:
                 e.set_values(uniforms, audio, time, delta, self._frame)
                 dst = self._fbos[1] if src is self._chain[0] else self._fbos[0]
-                src, fbo = e.draw(src, dst, self._copy_to)
+                src, fbo = e.draw(src, dst, self._copy_to, self._feed)
             self._result_tex, self._result_fbo = src, fbo
         self._frame += 1
 
@@ -497,6 +556,8 @@ class Renderer:
         for e in self._effects:
             e.release()
         self._effects = []
-        for o in (*self._fbos, *self._chain, self._input, self._blank, self._copy_vao,
-                  self._copy):
+        for name in list(self._sources):
+            self.set_image(name, None)
+        for o in (*self._audio_tex.values(), *self._fbos, *self._chain, self._input,
+                  self._blank, self._copy_vao, self._copy):
             o.release()
