@@ -209,6 +209,9 @@ def _parse_input(path: str, line: int, d: Any) -> IsfInput:
         raise _err(path, line, f"INPUT {name}: unknown TYPE {json.dumps(typ)}")
     inp = IsfInput(name=name, type=typ, label=str(d.get("LABEL", name)))
     n = _SIZES.get(typ)
+    if typ in ("audio", "audioFFT") and d.get("MAX") is not None:
+        # ISF: MAX asks the host for this many samples (audio) or bins (audioFFT)
+        inp.max = _num(path, line, d["MAX"], f"INPUT {name} MAX")
     if n is None:
         return inp  # image / audio inputs carry no values
     conv = (lambda v, w: _num(path, line, v, f"INPUT {name} {w}")) if n == 1 else \

@@ -301,7 +301,9 @@ class Renderer:
         self._sources: dict[str, moderngl.Texture] = {}   # named image inputs (set_image, hold)
         self._held: set[str] = set()                       # ... of which held frames
         self._source_fbos: dict[str, moderngl.Framebuffer] = {}
-        self._audio_tex: dict[str, moderngl.Texture] = {}  # "audio" / "audioFFT" textures
+        self._audio_tex: dict[tuple, moderngl.Texture] = {}  # (ISF type, width) -> texture
+        self._audio_rows: dict[tuple, np.ndarray] = {}       # ... its [width, 4] float32 texels
+        self._audiotex = None                                # AudioTextures, when needed
         for f in self._fbos:
             f.clear(0.0, 0.0, 0.0, 1.0)
         self.set_chain(chain)
@@ -450,10 +452,44 @@ class Renderer:
             return
         self._copy_to(self._result_tex, self._source_fbos[name])
 
+    @property
+    def audio_needs(self) -> set[tuple[str, int]]:
+        """The ISF audio images the chain reads: ``{("audio" | "audioFFT", width)}``."""
+        from engine.render.audiotex import AudioTextures
+
+        return {(inp.type, AudioTextures.size(inp.max)) for e in self._effects
+                for _unit, inp in e.image_units if inp.type in ("audio", "audioFFT")}
+
+    def feed_audio(self, window: np.ndarray, sr: int) -> bool:
+        """Update the chain's ``audio`` (waveform) and ``audioFFT`` (log spectrum) images from
+        the newest mono samples ``window`` (see :mod:`engine.render.audiotex`). Does nothing
+        (returns False) when no effect declares such an input."""
+        from engine.render.audiotex import AudioTextures
+
+        needs = self.audio_needs
+        if not needs:
+            return False
+        at = self._audiotex
+        if at is None or at.sr != int(sr):
+            at = self._audiotex = AudioTextures(sr)
+        at.update(window)
+        for key in needs:
+            typ, n = key
+            tex = self._audio_tex.get(key)
+            if tex is None:
+                tex = self._audio_tex[key] = _texture(self.ctx, (n, 1), 4, "f4")
+                self._audio_rows[key] = np.ones((n, 4), np.float32)
+            rows = self._audio_rows[key]
+            rows[:, :3] = (at.waveform(n) if typ == "audio" else at.spectrum(n))[:, None]
+            tex.write(rows)
+        return True
+
     def _feed(self, inp: IsfInput, src: moderngl.Texture):
         """The texture for image input ``inp`` of an effect whose chain input is ``src``."""
         if inp.type != "image":
-            return self._audio_tex.get(inp.type)
+            from engine.render.audiotex import AudioTextures
+
+            return self._audio_tex.get((inp.type, AudioTextures.size(inp.max)))
         tex = self._sources.get(inp.name)
         if tex is None and inp.name == "startImage":
             return src  # a transition with nothing held yet shows the live picture
