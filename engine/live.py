@@ -41,6 +41,8 @@ class LiveOptions:
     generator: str | None = None
     size: int = 512
     window_size: int | None = None
+    output_size: tuple[int, int] | None = None  # (w, h) of the shader chain; None: the size
+    fit: str = "letterbox"                      # generator → output → screen: letterbox|crop|stretch
     fullscreen: bool = False
     monitor: int | None = None
     vsync: bool = True
@@ -141,13 +143,15 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
         if opts.headless:
             ctx = headless_context()
         else:
-            side = opts.window_size or opts.size
-            window = Window((side, side), title="Latent Jockey", fullscreen=opts.fullscreen,
+            out_size = opts.output_size or (opts.size, opts.size)
+            win_size = (opts.window_size,) * 2 if opts.window_size else out_size
+            window = Window(win_size, title="Latent Jockey", fullscreen=opts.fullscreen,
                             monitor=opts.monitor, vsync=opts.vsync)
             if opts.hide_cursor:
                 window.hide_cursor()
             ctx = window.ctx
-        session.attach_renderer(ctx, (opts.size, opts.size))
+        session.attach_renderer(ctx, opts.output_size or (opts.size, opts.size))
+        session.renderer.fit = opts.fit
         if window is not None:
             from engine.render.overlay import Overlay
 

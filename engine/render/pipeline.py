@@ -49,6 +49,68 @@ void main() {
     color = vec4(texture(src, uv).rgb, 1.0);
 }
 """
+# Scale a picture into a frame of another size: ``k`` maps the destination's centred coordinates
+# to the source's (letterbox: parts outside the source are black; crop: k < 1 on one axis), and
+# upscaling uses Catmull-Rom bicubic in 9 bilinear taps (sharper than bilinear, no blocks).
+_SCALE_FS = """#version 330
+in vec2 isf_FragNormCoord;
+out vec4 color;
+uniform sampler2D src;
+uniform vec2 k;
+uniform int bicubic;
+vec3 catmull_rom(vec2 uv) {
+    vec2 size = vec2(textureSize(src, 0));
+    vec2 p = uv * size - 0.5;
+    vec2 f = fract(p);
+    vec2 base = floor(p) - 0.5;   // centre of the 4x4 block's first texel, in texels
+    vec2 f2 = f * f, f3 = f2 * f;
+    vec2 w0 = -0.5 * f3 + f2 - 0.5 * f;
+    vec2 w1 = 1.5 * f3 - 2.5 * f2 + 1.0;
+    vec2 w2 = -1.5 * f3 + 2.0 * f2 + 0.5 * f;
+    vec2 w3 = 0.5 * f3 - 0.5 * f2;
+    vec2 w12 = w1 + w2;
+    vec2 o12 = w2 / w12;          // one bilinear tap covers texels 1 and 2
+    vec2 t0 = base / size, t3 = (base + 3.0) / size, t12 = (base + 1.0 + o12) / size;
+    vec3 c = vec3(0.0);
+    c += (texture(src, vec2(t0.x, t0.y)).rgb * w0.x + texture(src, vec2(t12.x, t0.y)).rgb * w12.x
+          + texture(src, vec2(t3.x, t0.y)).rgb * w3.x) * w0.y;
+    c += (texture(src, vec2(t0.x, t12.y)).rgb * w0.x + texture(src, vec2(t12.x, t12.y)).rgb * w12.x
+          + texture(src, vec2(t3.x, t12.y)).rgb * w3.x) * w12.y;
+    c += (texture(src, vec2(t0.x, t3.y)).rgb * w0.x + texture(src, vec2(t12.x, t3.y)).rgb * w12.x
+          + texture(src, vec2(t3.x, t3.y)).rgb * w3.x) * w3.y;
+    return c;
+}
+void main() {
+    vec2 uv = (isf_FragNormCoord - 0.5) * k + 0.5;
+    if (any(lessThan(uv, vec2(0.0))) || any(greaterThan(uv, vec2(1.0)))) {
+        color = vec4(0.0, 0.0, 0.0, 1.0);
+        return;
+    }
+    vec3 c = bicubic != 0 ? catmull_rom(uv) : texture(src, uv).rgb;
+    color = vec4(clamp(c, 0.0, 1.0), 1.0);
+}
+"""
+
+#: How a picture is fitted into a frame of another shape (``--fit``).
+FIT_MODES = ("letterbox", "crop", "stretch")
+
+
+def fit_scale(src: tuple[int, int], dst: tuple[int, int], fit: str) -> tuple[float, float]:
+    """``k`` such that destination coordinate ``u`` (0..1, centred at 0.5) shows source
+    coordinate ``(u - 0.5) * k + 0.5``: letterbox keeps the whole source with black bars,
+    crop fills the frame and cuts the overflow, stretch fills it and distorts."""
+    if fit not in FIT_MODES:
+        raise RenderError(f"fit must be one of {', '.join(FIT_MODES)}, not {fit!r}")
+    a_src = src[0] / src[1]
+    a_dst = dst[0] / dst[1]
+    if fit == "stretch" or abs(a_src - a_dst) < 1e-9:
+        return (1.0, 1.0)
+    r = a_src / a_dst       # > 1: the source is wider than the frame
+    if fit == "letterbox":
+        return (1.0, r) if r > 1 else (1.0 / r, 1.0)
+    return (1.0 / r, 1.0) if r > 1 else (1.0, r)
+
+
 _EFFECT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 
 
@@ -269,8 +331,12 @@ class Renderer:
 
     def __init__(self, ctx: moderngl.Context, input_size: tuple[int, int],
                  output_size: tuple[int, int], chain: Sequence[str] = (),
-                 shader_dir: str | Path = "shaders"):
+                 shader_dir: str | Path = "shaders", fit: str = "letterbox",
+                 bicubic: bool = True):
         self.ctx = ctx
+        fit_scale((1, 1), (1, 1), fit)  # checks the name
+        self.fit = fit
+        self.bicubic = bool(bicubic)
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.output_size = (int(output_size[0]), int(output_size[1]))
         if min(self.input_size) < 1 or min(self.output_size) < 1:
@@ -291,6 +357,10 @@ class Renderer:
         self._copy["src"].value = 0
         self._copy_flip = self._copy["flip_y"]
         self._copy_vao = ctx.vertex_array(self._copy, [])
+        self._scale = ctx.program(vertex_shader=VERTEX_SHADER, fragment_shader=_SCALE_FS)
+        self._scale["src"].value = 0
+        self._scale_k, self._scale_cubic = self._scale["k"], self._scale["bicubic"]
+        self._scale_vao = ctx.vertex_array(self._scale, [])
         w, h = self.output_size
         self._readback = np.empty((h, w, 3), np.uint8)
         iw, ih = self.input_size
@@ -496,6 +566,18 @@ class Renderer:
         return tex
 
     # -- frame ---------------------------------------------------------------------------------
+    def _scale_to(self, src: moderngl.Texture, dst: moderngl.Framebuffer,
+                  dst_size: tuple[int, int], fit: str) -> None:
+        """Draw ``src`` into ``dst`` (``dst_size`` pixels), fitted (``fit``) and, when it is
+        enlarged and :attr:`bicubic` is on, with the bicubic filter."""
+        kx, ky = fit_scale(src.size, dst_size, fit)
+        self._scale_k.value = (kx, ky)
+        up = dst_size[0] / kx > src.size[0] or dst_size[1] / ky > src.size[1]
+        self._scale_cubic.value = 1 if (self.bicubic and up) else 0
+        src.use(0)
+        dst.use()
+        self._scale_vao.render(moderngl.TRIANGLES, vertices=3)
+
     def _copy_to(self, src: moderngl.Texture, dst: moderngl.Framebuffer, flip: bool = False):
         src.use(0)
         self._copy_flip.value = 1.0 if flip else 0.0
@@ -526,11 +608,17 @@ class Renderer:
         # the first effect samples the generator's frame directly, at any size.
         np.copyto(self._upload, image_u8[::-1])
         self._input.write(self._upload)
+        # The generator's frame is fitted into the output once (bicubic when enlarged); a frame
+        # of the output's size goes to the first effect as it is.
+        scaled = self.input_size != self.output_size
+        if scaled:
+            self._scale_to(self._input, self._fbos[0], self.output_size, self.fit)
         if not self._effects:
-            self._copy_to(self._input, self._fbos[0])
+            if not scaled:
+                self._copy_to(self._input, self._fbos[0])
             self._result_tex, self._result_fbo = self._chain[0], self._fbos[0]
         else:
-            src = self._input
+            src = self._chain[0] if scaled else self._input
             for e in self._effects:
                 e.set_values(uniforms, audio, time, delta, self._frame)
                 dst = self._fbos[1] if src is self._chain[0] else self._fbos[0]
@@ -568,24 +656,17 @@ class Renderer:
         log.info("still saved: %s", path)
         return path
 
-    def present(self, fbo: moderngl.Framebuffer, size: tuple[int, int]) -> None:
+    def present(self, fbo: moderngl.Framebuffer, size: tuple[int, int],
+                fit: str | None = None) -> None:
         """Draw the last frame into ``fbo`` (e.g. ``window.ctx.screen``) of ``size`` (w, h)
-        pixels, scaled with its aspect kept and black bars around (letterbox/pillarbox)."""
+        pixels, fitted by ``fit`` (default :attr:`fit`: letterbox = aspect kept with black
+        bars, crop = aspect kept filling the screen, stretch), bicubic when enlarged."""
         fw, fh = int(size[0]), int(size[1])
         if fw < 1 or fh < 1:
             return
-        ow, oh = self.output_size
-        scale = min(fw / ow, fh / oh)
-        vw, vh = max(1, round(ow * scale)), max(1, round(oh * scale))
         fbo.use()
         fbo.viewport = (0, 0, fw, fh)
-        if (vw, vh) != (fw, fh):
-            fbo.clear(0.0, 0.0, 0.0, 1.0)
-        fbo.viewport = ((fw - vw) // 2, (fh - vh) // 2, vw, vh)
-        self._result_tex.use(0)
-        self._copy_flip.value = 0.0
-        self._copy_vao.render(moderngl.TRIANGLES, vertices=3)
-        fbo.viewport = (0, 0, fw, fh)
+        self._scale_to(self._result_tex, fbo, (fw, fh), fit or self.fit)
 
     def release(self) -> None:
         """Free every GL object (the renderer is unusable afterwards)."""
@@ -595,5 +676,5 @@ class Renderer:
         for name in list(self._sources):
             self.set_image(name, None)
         for o in (*self._audio_tex.values(), *self._fbos, *self._chain, self._input,
-                  self._blank, self._copy_vao, self._copy):
+                  self._blank, self._copy_vao, self._copy, self._scale_vao, self._scale):
             o.release()
