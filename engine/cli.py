@@ -106,6 +106,13 @@ def _add_live(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, help="stop after this many frames")
     p.add_argument("--seconds", type=_positive, help="stop after this many seconds")
     p.add_argument("--overlay", action="store_true", help="start with the h overlay shown")
+    p.add_argument("--record", metavar="FILE",
+                   help="record the output as shown, with the audio, to FILE (.mp4/.mkv/.mov); "
+                        "key r and /lj/record/start|stop also record")
+    p.add_argument("--record-dir", default="recordings", metavar="DIR",
+                   help="where key r and /lj/record/start without a path record (default ./recordings)")
+    p.add_argument("--record-fps", type=_positive, default=30.0, metavar="FPS",
+                   help="frame rate of recordings (default 30)")
     p.add_argument("--stills", default="stills", metavar="DIR",
                    help="where the s key and /lj/trigger/still save PNGs (default ./stills)")
     p.add_argument("--installation", action="store_true",
@@ -205,7 +212,8 @@ def _live_options(args) -> "LiveOptions":
         oscquery_port=None if args.no_oscquery else (
             args.oscquery_port if args.oscquery_port is not None else args.osc_port),
         max_frames=args.frames, max_seconds=args.seconds, overlay=args.overlay,
-        output_size=args.output_size, fit=args.fit,
+        output_size=args.output_size, fit=args.fit, record=args.record,
+        record_dir=args.record_dir, record_fps=args.record_fps,
         stills_dir=args.stills)
 
 

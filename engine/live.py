@@ -59,6 +59,9 @@ class LiveOptions:
     stills_dir: str = "stills"
     watch: bool = True
     overlay: bool = False
+    record: str | None = None        # record the output (and audio) to this file from the start
+    record_dir: str = "recordings"   # where key r / /lj/record/start without a path record to
+    record_fps: float = 30.0
 
 
 class StopFlag:
@@ -111,7 +114,9 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
     published once a second (``/lj/get /lj/state/...``, OSCQuery, OSC out), e.g. the restart count
     of a supervisor.
     """
+    from engine.control.osc import RECORD_START, RECORD_STOP
     from engine.render.context import Window, headless_context
+    from engine.render.recorder import Recording
 
     stop = stop or StopFlag()
     controls = Controls(smoothing=opts.osc_smoothing)
@@ -119,6 +124,7 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
     prev = None
     source_started = False
     stats = FrameStats()
+    recording = Recording(opts.record_dir, opts.record_fps)
     try:
         if opts.osc_port is not None:
             server = OscServer(controls, host=opts.osc_host, port=opts.osc_port,
@@ -161,6 +167,8 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
         watched_mtime = _mtime(watched)
         source.start()
         source_started = True
+        if opts.record:
+            recording.start(opts.record, session.renderer, source, required=True)
         log.info("running: %s, generator %dx%d, %s", session.mapping_path.name, opts.size,
                  opts.size, "headless" if window is None else "window")
         started = time.perf_counter()
@@ -179,12 +187,19 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
                         show_overlay = not show_overlay
                     elif key == "s":
                         want_still = True
+                    elif key == "r":
+                        recording.toggle(session.renderer, source)
                 if window.should_close:
                     break
             snap = controls.snapshot()
             want_still = want_still or "still" in snap.triggers
             if snap.mapping:
                 session.request_reload(find_mapping(snap.mapping))
+            for command, arg in snap.commands:
+                if command == RECORD_START:
+                    recording.start(arg, session.renderer, source)
+                elif command == RECORD_STOP:
+                    recording.stop()
             if opts.watch and frame_no % 20 == 0:
                 if watched != session.mapping_path:
                     watched, watched_mtime = session.mapping_path, _mtime(session.mapping_path)
@@ -207,6 +222,7 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
                 if want_still:
                     save_still(session.renderer, opts.stills_dir)
                     want_still = False
+                recording.frame(session.renderer, prev[1].t, source)
                 if window is not None:
                     fb_w, fb_h = window.framebuffer_size
                     session.renderer.present(ctx.screen, (fb_w, fb_h))
@@ -224,6 +240,7 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
                          "generator_errors": runner.error_count,
                          "late_frames": runner.late_frames,
                          "audio_lost": int(bool(getattr(source, "lost", False)))}
+                state.update(recording.state())
                 if health is not None:
                     state.update(health)
                 controls.set_state(state)
@@ -243,6 +260,7 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
             if opts.max_seconds is not None and time.perf_counter() - started >= opts.max_seconds:
                 break
     finally:
+        recording.stop()  # finalise the file first (SIGINT/SIGTERM end the loop through here)
         if source_started:
             source.stop()
         if query is not None:
@@ -260,6 +278,7 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
     stats.session = session
     stats.last_params = prev[1] if prev is not None else None
     stats.controls = controls
+    stats.recording = recording
     return stats
 
 

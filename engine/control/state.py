@@ -66,6 +66,9 @@ class ControlSnapshot:
     params: dict[str, float] = field(default_factory=dict)
     triggers: list[str] = field(default_factory=list)
     mapping: str | None = None
+    #: queued commands with an optional string argument, oldest first, e.g.
+    #: ``("/lj/record/start", "take1.mp4")`` (see :meth:`Controls.request_command`)
+    commands: list[tuple[str, str | None]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,7 @@ class Controls:
         self._state: dict[str, float | str] = {}
         self._triggers: deque[str] = deque(maxlen=MAX_PENDING_TRIGGERS)
         self._mapping: str | None = None
+        self._commands: deque[tuple[str, str | None]] = deque(maxlen=16)
         self._stats: dict[str, int] = {k: 0 for k in STAT_NAMES}
         self._version = 0  # bumped whenever an address is added (see :attr:`version`)
 
@@ -288,7 +292,22 @@ class Controls:
             triggers = list(self._triggers)
             self._triggers.clear()
             mapping, self._mapping = self._mapping, None
-        return ControlSnapshot(params=params, triggers=triggers, mapping=mapping)
+            commands = list(self._commands)
+            self._commands.clear()
+        return ControlSnapshot(params=params, triggers=triggers, mapping=mapping,
+                               commands=commands)
+
+    def request_command(self, name: str, arg: str | None = None) -> bool:
+        """Queue a command for the frame loop (e.g. ``/lj/record/start`` with a path); only
+        stored, never executed here. At most 16 wait; the oldest go first."""
+        ok = isinstance(name, str) and (arg is None or (
+            isinstance(arg, str) and len(arg) <= MAX_PATH_LEN and "\0" not in arg))
+        with self._lock:
+            if not ok:
+                self._stats["bad_values"] += 1
+                return False
+            self._commands.append((name, arg))
+            return True
 
     @property
     def stats(self) -> dict[str, int]:
