@@ -283,13 +283,32 @@ class _Effect:
         self.program.release()
 
 
-def _signature(path: Path) -> tuple[int, int] | None:
-    """(mtime in ns, size) of a file, None if it cannot be stat'ed: one cheap system call."""
+#: A file modified less than this long ago may still be being written (or be rewritten within
+#: the file system's timestamp granularity with the same size): it is looked at again next time.
+SETTLE_NS = 100_000_000
+
+
+def _signature(path: Path) -> tuple | None:
+    """(mtime in ns, size, inode, ctime in ns) of a file, None if it cannot be stat'ed: one
+    cheap system call. A replaced file (new inode) or a rewrite changes it."""
     try:
         st = path.stat()
     except OSError:
         return None
-    return (st.st_mtime_ns, st.st_size)
+    return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
+
+
+def _settled(sig: tuple | None) -> bool:
+    """False while a file's last change is too recent to trust its signature."""
+    if sig is None:
+        return True
+    age = _time.time_ns() - sig[0]
+    return not (-10_000_000 < age < SETTLE_NS)
+
+
+def _glsl_log(exc) -> str:
+    log = getattr(exc, "glsl_log", "")
+    return ("\n    " + log.replace("\n", "\n    ")) if log else ""
 
 
 def _clamp(inp: IsfInput, v):
@@ -407,7 +426,7 @@ class Renderer:
                                      self._blank, sig=sig)
             except ShaderError as exc:
                 errors.append(str(exc))
-                log.warning("effect %s skipped: %s", name, exc)
+                log.warning("effect %s skipped: %s%s", name, exc, _glsl_log(exc))
             except OSError as exc:
                 msg = f"{self.shader_dir / f'{name}.fs'}: {exc.strerror or exc}"
                 errors.append(msg)
@@ -440,7 +459,8 @@ class Renderer:
             sig = _signature(path)
             if sig == self._seen[i]:
                 continue
-            self._seen[i] = sig
+            # a file still being written is compiled now and looked at again next time
+            self._seen[i] = sig if _settled(sig) else ("unsettled",)
             old = self._slots[i]
             if sig is None:
                 if old is not None:
@@ -452,12 +472,13 @@ class Renderer:
                               adopt=old.targets if old is not None else None, sig=sig)
             except (ShaderError, moderngl.Error) as exc:
                 msg = str(exc) if isinstance(exc, ShaderError) else f"{path}: {exc}".split("\n")[0]
-                self.errors.append(msg)
+                prefix = f"{path}:"
+                self.errors = [e for e in self.errors if not e.startswith(prefix)] + [msg]
                 if old is not None:
-                    log.warning("effect %s not reloaded, the previous version keeps running: %s",
-                                name, msg)
+                    log.warning("effect %s not reloaded, the previous version keeps running: %s%s",
+                                name, msg, _glsl_log(exc))
                 else:
-                    log.warning("effect %s still not loaded: %s", name, msg)
+                    log.warning("effect %s still not loaded: %s%s", name, msg, _glsl_log(exc))
                 continue
             if old is not None:
                 for key, tgt in new.targets.items():
