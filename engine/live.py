@@ -62,6 +62,7 @@ class LiveOptions:
     record: str | None = None        # record the output (and audio) to this file from the start
     record_dir: str = "recordings"   # where key r / /lj/record/start without a path record to
     record_fps: float = 30.0
+    outputs: list[str] | None = None  # ndi:NAME, v4l2:/dev/videoN, ... (engine/render/outputs.py)
 
 
 class StopFlag:
@@ -125,6 +126,7 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
     source_started = False
     stats = FrameStats()
     recording = Recording(opts.record_dir, opts.record_fps)
+    outputs = None
     try:
         if opts.osc_port is not None:
             server = OscServer(controls, host=opts.osc_host, port=opts.osc_port,
@@ -158,6 +160,10 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
             ctx = window.ctx
         session.attach_renderer(ctx, opts.output_size or (opts.size, opts.size))
         session.renderer.fit = opts.fit
+        if opts.outputs:
+            from engine.render.outputs import Outputs
+
+            outputs = Outputs(opts.outputs, session.renderer.output_size)
         if window is not None:
             from engine.render.overlay import Overlay
 
@@ -223,6 +229,8 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
                     save_still(session.renderer, opts.stills_dir)
                     want_still = False
                 recording.frame(session.renderer, prev[1].t, source)
+                if outputs is not None:
+                    outputs.frame(session.renderer)
                 if window is not None:
                     fb_w, fb_h = window.framebuffer_size
                     session.renderer.present(ctx.screen, (fb_w, fb_h))
@@ -261,6 +269,8 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
                 break
     finally:
         recording.stop()  # finalise the file first (SIGINT/SIGTERM end the loop through here)
+        if outputs is not None:
+            outputs.close()
         if source_started:
             source.stop()
         if query is not None:
