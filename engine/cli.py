@@ -113,10 +113,6 @@ def _add_live(p: argparse.ArgumentParser) -> None:
                    help="where key r and /lj/record/start without a path record (default ./recordings)")
     p.add_argument("--record-fps", type=_positive, default=30.0, metavar="FPS",
                    help="frame rate of recordings (default 30)")
-    p.add_argument("--output", dest="outputs", action="append", metavar="KIND:TARGET",
-                   help="also send the frames to another app: ndi:NAME (pip install "
-                        "'latent-jockey[ndi]'), v4l2:/dev/videoN (v4l2loopback virtual camera); "
-                        "repeatable")
     p.add_argument("--stills", default="stills", metavar="DIR",
                    help="where the s key and /lj/trigger/still save PNGs (default ./stills)")
     p.add_argument("--installation", action="store_true",
@@ -147,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--audio", "-a", metavar="FILE", help="play FILE out loud and follow it")
     p.add_argument("--channels", help="input channels to mix, e.g. 3,4 (default: all)")
     p.add_argument("--loop", action="store_true", help="loop the --audio file")
+    p.add_argument("--output", dest="outputs", action="append", metavar="KIND:TARGET",
+                   help="also send the frames to another app: ndi:NAME (pip install "
+                        "'latent-jockey[ndi]'), v4l2:/dev/videoN (v4l2loopback virtual camera); "
+                        "repeatable")
     _add_common(p)
     _add_live(p)
 
@@ -217,7 +217,7 @@ def _live_options(args) -> "LiveOptions":
             args.oscquery_port if args.oscquery_port is not None else args.osc_port),
         max_frames=args.frames, max_seconds=args.seconds, overlay=args.overlay,
         output_size=args.output_size, fit=args.fit, record=args.record,
-        record_dir=args.record_dir, record_fps=args.record_fps, outputs=args.outputs,
+        record_dir=args.record_dir, record_fps=args.record_fps, outputs=getattr(args, "outputs", None),
         stills_dir=args.stills)
 
 

@@ -53,11 +53,11 @@ void main() {
 # to the source's (letterbox: parts outside the source are black; crop: k < 1 on one axis), and
 # upscaling uses Catmull-Rom bicubic in 9 bilinear taps (sharper than bilinear, no blocks).
 _SCALE_FS = """#version 330
+#define BICUBIC %d
 in vec2 isf_FragNormCoord;
 out vec4 color;
 uniform sampler2D src;
 uniform vec2 k;
-uniform int bicubic;
 vec3 catmull_rom(vec2 uv) {
     vec2 size = vec2(textureSize(src, 0));
     vec2 p = uv * size - 0.5;
@@ -86,7 +86,11 @@ void main() {
         color = vec4(0.0, 0.0, 0.0, 1.0);
         return;
     }
-    vec3 c = bicubic != 0 ? catmull_rom(uv) : texture(src, uv).rgb;
+#if BICUBIC
+    vec3 c = catmull_rom(uv);   // (two programs, not a branch: a software rasteriser runs both)
+#else
+    vec3 c = texture(src, uv).rgb;
+#endif
     color = vec4(clamp(c, 0.0, 1.0), 1.0);
 }
 """
@@ -376,10 +380,11 @@ class Renderer:
         self._copy["src"].value = 0
         self._copy_flip = self._copy["flip_y"]
         self._copy_vao = ctx.vertex_array(self._copy, [])
-        self._scale = ctx.program(vertex_shader=VERTEX_SHADER, fragment_shader=_SCALE_FS)
-        self._scale["src"].value = 0
-        self._scale_k, self._scale_cubic = self._scale["k"], self._scale["bicubic"]
-        self._scale_vao = ctx.vertex_array(self._scale, [])
+        self._scale = [ctx.program(vertex_shader=VERTEX_SHADER, fragment_shader=_SCALE_FS % b)
+                       for b in (0, 1)]             # [linear, bicubic]
+        for prog in self._scale:
+            prog["src"].value = 0
+        self._scale_vao = [ctx.vertex_array(prog, []) for prog in self._scale]
         w, h = self.output_size
         self._readback = np.empty((h, w, 3), np.uint8)
         iw, ih = self.input_size
@@ -592,12 +597,12 @@ class Renderer:
         """Draw ``src`` into ``dst`` (``dst_size`` pixels), fitted (``fit``) and, when it is
         enlarged and :attr:`bicubic` is on, with the bicubic filter."""
         kx, ky = fit_scale(src.size, dst_size, fit)
-        self._scale_k.value = (kx, ky)
         up = dst_size[0] / kx > src.size[0] or dst_size[1] / ky > src.size[1]
-        self._scale_cubic.value = 1 if (self.bicubic and up) else 0
+        i = 1 if (self.bicubic and up) else 0
+        self._scale[i]["k"].value = (kx, ky)
         src.use(0)
         dst.use()
-        self._scale_vao.render(moderngl.TRIANGLES, vertices=3)
+        self._scale_vao[i].render(moderngl.TRIANGLES, vertices=3)
 
     def _copy_to(self, src: moderngl.Texture, dst: moderngl.Framebuffer, flip: bool = False):
         src.use(0)
@@ -697,5 +702,5 @@ class Renderer:
         for name in list(self._sources):
             self.set_image(name, None)
         for o in (*self._audio_tex.values(), *self._fbos, *self._chain, self._input,
-                  self._blank, self._copy_vao, self._copy, self._scale_vao, self._scale):
+                  self._blank, self._copy_vao, self._copy, *self._scale_vao, *self._scale):
             o.release()
