@@ -5,7 +5,7 @@
     lj demo                      the built-in demo: a window with sound, or a video file when headless
     lj run [--audio FILE | --input DEVICE] [--mapping FILE] ...   the live loop
     lj render SONG -o OUT.mp4    offline, as fast as the machine can, audio muxed in
-    lj devices                   list sound devices
+    lj devices                   list sound devices and monitors
     lj check MAPPING             validate a mapping file
     lj analyze SONG [-o DIR]     tempo, beats, onsets and feature curves as the live engine saw them
     lj export MODEL -o OUT       a model as TorchScript (.ts) or safetensors + JSON (.safetensors)
@@ -40,6 +40,16 @@ def _size(text: str) -> int:
     if not 16 <= value <= 4096:
         raise argparse.ArgumentTypeError(f"size must be between 16 and 4096, not {value}")
     return value
+
+
+def _wxh(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT like 1920x1080, not '{text}'")
+    if not (16 <= w <= 8192 and 16 <= h <= 8192):
+        raise argparse.ArgumentTypeError(f"{text}: each side must be 16..8192 pixels")
+    return (w, h)
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -78,6 +88,11 @@ def _add_live(p: argparse.ArgumentParser) -> None:
     p.add_argument("--monitor", type=int, help="monitor number for fullscreen (0 = primary)")
     p.add_argument("--no-vsync", action="store_true", help="do not wait for the display's refresh")
     p.add_argument("--headless", action="store_true", help="no window: render offscreen (EGL)")
+    p.add_argument("--output-size", type=_wxh, metavar="WxH",
+                   help="shader chain and output size, e.g. 1920x1080 (default: --size); the "
+                        "generator's frame is upscaled to it (bicubic)")
+    p.add_argument("--fit", choices=("letterbox", "crop", "stretch"), default="letterbox",
+                   help="how a picture fills a frame of another shape (default letterbox)")
     p.add_argument("--osc-port", type=_port, default=9000, help="OSC in port (default 9000, 0 = any free)")
     p.add_argument("--osc-listen", default="127.0.0.1", metavar="HOST",
                    help="address OSC listens on (default 127.0.0.1; 0.0.0.0 for the LAN)")
@@ -94,6 +109,13 @@ def _add_live(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, help="stop after this many frames")
     p.add_argument("--seconds", type=_positive, help="stop after this many seconds")
     p.add_argument("--overlay", action="store_true", help="start with the h overlay shown")
+    p.add_argument("--record", metavar="FILE",
+                   help="record the output as shown, with the audio, to FILE (.mp4/.mkv/.mov); "
+                        "key r and /lj/record/start|stop also record")
+    p.add_argument("--record-dir", default="recordings", metavar="DIR",
+                   help="where key r and /lj/record/start without a path record (default ./recordings)")
+    p.add_argument("--record-fps", type=_positive, default=30.0, metavar="FPS",
+                   help="frame rate of recordings (default 30)")
     p.add_argument("--stills", default="stills", metavar="DIR",
                    help="where the s key and /lj/trigger/still save PNGs (default ./stills)")
     p.add_argument("--cues", metavar="FILE",
@@ -128,6 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--audio", "-a", metavar="FILE", help="play FILE out loud and follow it")
     p.add_argument("--channels", help="input channels to mix, e.g. 3,4 (default: all)")
     p.add_argument("--loop", action="store_true", help="loop the --audio file")
+    p.add_argument("--output", dest="outputs", action="append", metavar="KIND:TARGET",
+                   help="also send the frames to another app: ndi:NAME (pip install "
+                        "'latent-jockey[ndi]'), v4l2:/dev/videoN (v4l2loopback virtual camera); "
+                        "repeatable")
     _add_common(p)
     _add_live(p)
 
@@ -140,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     _add_common(p)
 
-    sub.add_parser("devices", help="list sound devices")
+    sub.add_parser("devices", help="list sound devices and monitors")
 
     p = sub.add_parser("check", help="validate a mapping file")
     p.add_argument("mapping", help="mapping file")
@@ -216,7 +242,9 @@ def _live_options(args) -> "LiveOptions":
             args.oscquery_port if args.oscquery_port is not None else args.osc_port),
         max_frames=args.frames, max_seconds=args.seconds, overlay=args.overlay,
         stills_dir=args.stills, cues=getattr(args, "cues", None),
-        presets_dir=getattr(args, "presets", None))
+        presets_dir=getattr(args, "presets", None),
+        output_size=args.output_size, fit=args.fit, record=args.record,
+        record_dir=args.record_dir, record_fps=args.record_fps, outputs=getattr(args, "outputs", None))
 
 
 def _run_live(make_source, args) -> int:
@@ -299,6 +327,13 @@ def cmd_devices(args) -> int:
     from engine.audio.sources import list_devices
 
     print(list_devices())
+    from engine.errors import RenderError
+    from engine.render.context import describe_monitors, list_monitors
+
+    try:
+        print("monitors (--monitor N):\n" + describe_monitors(list_monitors()))
+    except RenderError as exc:
+        print(f"monitors: none ({exc})")
     return 0
 
 

@@ -42,6 +42,8 @@ class LiveOptions:
     generator: str | None = None
     size: int = 512
     window_size: int | None = None
+    output_size: tuple[int, int] | None = None  # (w, h) of the shader chain; None: the size
+    fit: str = "letterbox"                      # generator → output → screen: letterbox|crop|stretch
     fullscreen: bool = False
     monitor: int | None = None
     vsync: bool = True
@@ -61,6 +63,10 @@ class LiveOptions:
     cues: str | None = None             # a cue file (engine/cues.py)
     presets_dir: str | None = None      # default ./presets
     latents_dir: str | None = None      # default latents/ beside the mapping file
+    record: str | None = None        # record the output (and audio) to this file from the start
+    record_dir: str = "recordings"   # where key r / /lj/record/start without a path record to
+    record_fps: float = 30.0
+    outputs: list[str] | None = None  # ndi:NAME, v4l2:/dev/videoN, ... (engine/render/outputs.py)
 
 
 class StopFlag:
@@ -113,7 +119,9 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
     published once a second (``/lj/get /lj/state/...``, OSCQuery, OSC out), e.g. the restart count
     of a supervisor.
     """
+    from engine.control.osc import RECORD_START, RECORD_STOP
     from engine.render.context import Window, headless_context
+    from engine.render.recorder import Recording
 
     stop = stop or StopFlag()
     controls = Controls(smoothing=opts.osc_smoothing)
@@ -121,6 +129,8 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
     prev = None
     source_started = False
     stats = FrameStats()
+    recording = Recording(opts.record_dir, opts.record_fps)
+    outputs = None
     try:
         if opts.osc_port is not None:
             server = OscServer(controls, host=opts.osc_host, port=opts.osc_port,
@@ -133,6 +143,7 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
         declare_params(controls, session.mapping)
         controls.declare_trigger("still")
         show = Show(session, controls, opts.presets_dir, opts.latents_dir, opts.cues)
+        controls.declare_trigger("hold")  # keep the frame on screen as the transition's start
         if server is not None and opts.oscquery_port is not None:
             query = OscQueryServer(controls, osc_port=server.port, host=opts.osc_host,
                                    port=opts.oscquery_port)
@@ -145,13 +156,19 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
         if opts.headless:
             ctx = headless_context()
         else:
-            side = opts.window_size or opts.size
-            window = Window((side, side), title="Latent Jockey", fullscreen=opts.fullscreen,
+            out_size = opts.output_size or (opts.size, opts.size)
+            win_size = (opts.window_size,) * 2 if opts.window_size else out_size
+            window = Window(win_size, title="Latent Jockey", fullscreen=opts.fullscreen,
                             monitor=opts.monitor, vsync=opts.vsync)
             if opts.hide_cursor:
                 window.hide_cursor()
             ctx = window.ctx
-        session.attach_renderer(ctx, (opts.size, opts.size))
+        session.attach_renderer(ctx, opts.output_size or (opts.size, opts.size))
+        session.renderer.fit = opts.fit
+        if opts.outputs:
+            from engine.render.outputs import Outputs
+
+            outputs = Outputs(opts.outputs, session.renderer.output_size)
         if window is not None:
             from engine.render.overlay import Overlay
 
@@ -161,6 +178,8 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
         watched_mtime = _mtime(watched)
         source.start()
         source_started = True
+        if opts.record:
+            recording.start(opts.record, session.renderer, source, required=True)
         log.info("running: %s, generator %dx%d, %s", session.mapping_path.name, session.size[1],
                  session.size[0], "headless" if window is None else "window")
         started = time.perf_counter()
@@ -179,6 +198,8 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
                         show_overlay = not show_overlay
                     elif key == "s":
                         want_still = True
+                    elif key == "r":
+                        recording.toggle(session.renderer, source)
                     else:
                         show.key(key)   # 1-9 scenes, n/p next/previous
                 if window.should_close:
@@ -187,8 +208,13 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
             want_still = want_still or "still" in snap.triggers
             if snap.mapping:
                 session.request_reload(find_mapping(snap.mapping))
-            for address, arg in snap.commands:   # scenes, presets, cues, latents
-                show.command(address, arg)
+            for command, arg in snap.commands:
+                if command == RECORD_START:
+                    recording.start(arg, session.renderer, source)
+                elif command == RECORD_STOP:
+                    recording.stop()
+                else:                    # scenes, presets, cues, latents
+                    show.command(command, arg)
             show.poll()
             if opts.watch and frame_no % 20 == 0:
                 if watched != session.mapping_path:
@@ -206,6 +232,8 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
                 declare_params(controls, session.mapping)
                 prev = None  # the last frame came from the old generator (maybe another size)
 
+            if "hold" in snap.triggers and prev is not None:
+                session.renderer.hold()
             params = session.params_at(source.ring, source.position, snap.params)
             runner = session.runner
             if runner.idle:  # a slow frame still in the works is not waited for here
@@ -215,6 +243,9 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
                 if want_still:
                     save_still(session.renderer, opts.stills_dir)
                     want_still = False
+                recording.frame(session.renderer, prev[1].t, source)
+                if outputs is not None:
+                    outputs.frame(session.renderer)
                 if window is not None:
                     fb_w, fb_h = window.framebuffer_size
                     session.renderer.present(ctx.screen, (fb_w, fb_h))
@@ -234,6 +265,7 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
                          "generator_errors": runner.error_count,
                          "late_frames": runner.late_frames,
                          "audio_lost": int(bool(getattr(source, "lost", False)))}
+                state.update(recording.state())
                 if health is not None:
                     state.update(health)
                 controls.set_state(state)
@@ -253,6 +285,9 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
             if opts.max_seconds is not None and time.perf_counter() - started >= opts.max_seconds:
                 break
     finally:
+        recording.stop()  # finalise the file first (SIGINT/SIGTERM end the loop through here)
+        if outputs is not None:
+            outputs.close()
         if source_started:
             source.stop()
         if query is not None:
@@ -270,6 +305,7 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
     stats.session = session
     stats.last_params = prev[1] if prev is not None else None
     stats.controls = controls
+    stats.recording = recording
     return stats
 
 

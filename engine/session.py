@@ -199,6 +199,7 @@ class Session:
         self.runner = GeneratorRunner(self.generator, device=device, threaded=threaded)
         self.renderer = None
         self._audio: dict[str, float] = {}  # the audio uniforms, updated in place each frame
+        self._heard = None                  # (reader, position) of the last params_at
         self._pending_mapping = None
         self._queued: Path | None = None
         self._loader: threading.Thread | None = None
@@ -215,6 +216,7 @@ class Session:
     def params_at(self, reader, pos: int, controls: dict | None = None) -> FrameParams:
         """Features and mapping state up to sample ``pos``, then that frame's parameters."""
         self.analysis.advance(reader, pos, self.mapping, controls or {})
+        self._heard = (reader, pos)  # the audio shaders' waveform/spectrum end here
         if getattr(self.mapping, "faded", False):   # a preset's crossfade is over
             self.mapping = self.mapping.new
         params = self.mapping.frame(pos / self.sr)
@@ -242,6 +244,10 @@ class Session:
         uniforms = params.uniforms
         if self.fixed_uniforms:   # a preset's shader inputs the mapping does not route
             uniforms = {**self.fixed_uniforms, **uniforms}
+        if self._heard is not None and self.renderer.audio_needs:
+            from engine.render.audiotex import read_window
+
+            self.renderer.feed_audio(read_window(*self._heard), self.sr)
         self.renderer.render(image, uniforms, params.t,
                              audio_uniforms(self.analysis.features, self._audio))
 
@@ -381,4 +387,7 @@ def audio_uniforms(features: dict, out: dict | None = None) -> dict[str, float]:
     out = {} if out is None else out
     for k in AUDIO_UNIFORMS:
         out[k] = float(features.get(k, 0.0))
+    for k, v in features.items():  # every other scalar feature too (band0..band7, beat, ...)
+        if isinstance(v, (float, int, np.floating, np.integer)):
+            out[k] = float(v)
     return out

@@ -166,12 +166,12 @@ def test_audio_uniform_fed_when_declared(ctx, tmp_path):
 
 
 def test_present_letterboxes(ctx):
-    r = Renderer(ctx, (16, 16), (64, 48), [], SHADERS)      # 4:3 into a wide target
+    r = Renderer(ctx, (16, 16), (64, 48), [], SHADERS, fit="stretch")  # 4:3 into a wide target
     r.render(solid(16, 16, (0, 200, 0)))
     target = ctx.simple_framebuffer((120, 48))
     target.use()
     target.clear(1.0, 0.0, 1.0, 1.0)
-    r.present(target, (120, 48))
+    r.present(target, (120, 48), fit="letterbox")
     px = np.frombuffer(target.read(components=3), np.uint8).reshape(48, 120, 3)
     assert tuple(px[24, 60]) == (0, 200, 0)                 # picture in the middle
     assert tuple(px[24, 2]) == (0, 0, 0)                    # black bars at the sides

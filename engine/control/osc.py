@@ -42,6 +42,9 @@ from engine.errors import ControlError
 
 __all__ = ["OscServer", "OscSender"]
 
+RECORD_START = "/lj/record/start"   # [s path]: record the output (engine/render/recorder.py)
+RECORD_STOP = "/lj/record/stop"
+
 log = logging.getLogger("lj.osc")
 
 #: How long the receive thread waits in ``recvfrom`` before checking whether to stop (seconds).
@@ -373,6 +376,11 @@ class OscServer:
                 elif not isinstance(args[0], (int, float)):
                     return "bad"
                 return "ok"
+        elif address in (RECORD_START, RECORD_STOP):  # the render branch's recorder
+            if args and (address == RECORD_STOP or not isinstance(args[0], str)):
+                return "bad"
+            controls.request_command(address, args[0] if args else None)
+            return "ok"
         elif address == MAPPING_LOAD:
             if len(args) == 1 and isinstance(args[0], str):
                 controls.request_mapping(args[0])

@@ -67,7 +67,8 @@ class ControlSnapshot:
     triggers: list[str] = field(default_factory=list)
     mapping: str | None = None
     generator: str | None = None  # a generator spec requested since the previous snapshot
-    #: show commands since the previous snapshot, oldest first: (address, argument or None)
+    #: show commands since the previous snapshot, oldest first: (address, argument or None), e.g.
+    #: ``("/lj/scene", 2)`` or ``("/lj/record/start", "take1.mp4")``
     commands: list = field(default_factory=list)
 
 
@@ -337,6 +338,18 @@ class Controls:
             self._commands.clear()
         return ControlSnapshot(params=params, triggers=triggers, mapping=mapping,
                                generator=generator, commands=commands)
+
+    def request_command(self, name: str, arg: str | None = None) -> bool:
+        """Queue a command for the frame loop (e.g. ``/lj/record/start`` with a path); only
+        stored, never executed here. Shares the queue of :meth:`command`; the oldest go first."""
+        ok = isinstance(name, str) and (arg is None or (
+            isinstance(arg, str) and len(arg) <= MAX_PATH_LEN and "\0" not in arg))
+        with self._lock:
+            if not ok:
+                self._stats["bad_values"] += 1
+                return False
+            self._commands.append((name, arg))
+            return True
 
     @property
     def stats(self) -> dict[str, int]:

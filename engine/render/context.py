@@ -19,7 +19,7 @@ import moderngl
 
 from engine.errors import RenderError
 
-__all__ = ["headless_context", "has_display", "key_name", "Window"]
+__all__ = ["headless_context", "has_display", "key_name", "list_monitors", "Window"]
 
 _open_windows = 0  # Windows alive; GLFW is terminated when this drops to 0.
 
@@ -98,6 +98,33 @@ def has_display() -> bool:
     return True
 
 
+def list_monitors() -> list[dict]:
+    """The monitors GLFW sees, in ``--monitor`` order (0 = the primary one): dicts with
+    ``index``, ``name``, ``width``, ``height`` (current video mode, pixels), ``refresh`` (Hz),
+    ``x``, ``y`` (position on the virtual desktop). RenderError if there is no display."""
+    _glfw_init()
+    try:
+        out = []
+        for i, mon in enumerate(glfw.get_monitors() or []):
+            mode = glfw.get_video_mode(mon)
+            x, y = glfw.get_monitor_pos(mon)
+            name = glfw.get_monitor_name(mon)
+            out.append({"index": i, "name": name.decode("utf-8", "replace")
+                        if isinstance(name, bytes) else str(name or f"monitor {i}"),
+                        "width": mode.size.width, "height": mode.size.height,
+                        "refresh": mode.refresh_rate, "x": x, "y": y})
+        return out
+    finally:
+        if _open_windows == 0:
+            glfw.terminate()
+
+
+def describe_monitors(monitors: list[dict]) -> str:
+    """One line per monitor, as ``lj devices`` prints them."""
+    return "\n".join(f"{m['index']}: {m['name']} {m['width']}x{m['height']} @ {m['refresh']} Hz"
+                     f" at ({m['x']}, {m['y']})" for m in monitors) or "(no monitors)"
+
+
 _NAMED_KEYS = {
     glfw.KEY_ESCAPE: "escape", glfw.KEY_SPACE: "space", glfw.KEY_ENTER: "enter",
     glfw.KEY_KP_ENTER: "enter", glfw.KEY_TAB: "tab", glfw.KEY_BACKSPACE: "backspace",
@@ -145,6 +172,13 @@ class Window:
         glfw.window_hint(glfw.OPENGL_PROFILE, glfw.OPENGL_CORE_PROFILE)
         glfw.window_hint(glfw.OPENGL_FORWARD_COMPAT, True)
         w, h = int(size[0]), int(size[1])
+        monitors = glfw.get_monitors() or []
+        if monitor is not None and not 0 <= monitor < len(monitors):
+            listed = "; ".join(f"{i}: {glfw.get_monitor_name(m).decode('utf-8', 'replace')}"
+                               for i, m in enumerate(monitors)) or "none"
+            if _open_windows == 0:
+                glfw.terminate()
+            raise RenderError(f"no monitor {monitor} (this display has {len(monitors)}: {listed})")
         _release_egl_thread()  # GLFW makes the new context current while creating it
         try:
             handle = glfw.create_window(w, h, title, None, None)
@@ -161,6 +195,9 @@ class Window:
         _open_windows += 1
         self._win = handle
         self._monitor_index = monitor
+        if monitor is not None and not fullscreen:  # windowed, but on the chosen monitor
+            mx, my = glfw.get_monitor_pos(monitors[monitor])
+            glfw.set_window_pos(handle, mx + 40, my + 40)
         self._windowed = (*glfw.get_window_pos(handle), w, h)  # x, y, w, h to return to
         self._fullscreen = False
         self._keys: deque[str] = deque(maxlen=256)

@@ -158,7 +158,18 @@ class IsfShader:
         return line if line >= 1 else self.header_line
 
     def error_from_log(self, log: str) -> ShaderError:
-        """A one-line ShaderError "path:line: message" from a GLSL compiler/linker log."""
+        """A one-line ShaderError "path:line: message" from a GLSL compiler/linker log; the
+        whole log, with its line numbers mapped to the file's, is kept as ``.glsl_log``."""
+        def mapped(m):
+            n = int(m.group("a") or m.group("b") or m.group("c"))
+            return f"{self.path}:{self.file_line(n)}: {m.group('msg')}"
+
+        err = self._error_from_log(log)
+        err.glsl_log = "\n".join(_LOG_LINE.sub(mapped, ln.strip())
+                                  for ln in log.splitlines() if ln.strip())
+        return err
+
+    def _error_from_log(self, log: str) -> ShaderError:
         for raw in log.splitlines():
             m = _LOG_LINE.match(raw.strip())
             if m and "error" in raw.lower():
@@ -209,6 +220,9 @@ def _parse_input(path: str, line: int, d: Any) -> IsfInput:
         raise _err(path, line, f"INPUT {name}: unknown TYPE {json.dumps(typ)}")
     inp = IsfInput(name=name, type=typ, label=str(d.get("LABEL", name)))
     n = _SIZES.get(typ)
+    if typ in ("audio", "audioFFT") and d.get("MAX") is not None:
+        # ISF: MAX asks the host for this many samples (audio) or bins (audioFFT)
+        inp.max = _num(path, line, d["MAX"], f"INPUT {name} MAX")
     if n is None:
         return inp  # image / audio inputs carry no values
     conv = (lambda v, w: _num(path, line, v, f"INPUT {name} {w}")) if n == 1 else \

@@ -49,6 +49,72 @@ void main() {
     color = vec4(texture(src, uv).rgb, 1.0);
 }
 """
+# Scale a picture into a frame of another size: ``k`` maps the destination's centred coordinates
+# to the source's (letterbox: parts outside the source are black; crop: k < 1 on one axis), and
+# upscaling uses Catmull-Rom bicubic in 9 bilinear taps (sharper than bilinear, no blocks).
+_SCALE_FS = """#version 330
+#define BICUBIC %d
+in vec2 isf_FragNormCoord;
+out vec4 color;
+uniform sampler2D src;
+uniform vec2 k;
+vec3 catmull_rom(vec2 uv) {
+    vec2 size = vec2(textureSize(src, 0));
+    vec2 p = uv * size - 0.5;
+    vec2 f = fract(p);
+    vec2 base = floor(p) - 0.5;   // centre of the 4x4 block's first texel, in texels
+    vec2 f2 = f * f, f3 = f2 * f;
+    vec2 w0 = -0.5 * f3 + f2 - 0.5 * f;
+    vec2 w1 = 1.5 * f3 - 2.5 * f2 + 1.0;
+    vec2 w2 = -1.5 * f3 + 2.0 * f2 + 0.5 * f;
+    vec2 w3 = 0.5 * f3 - 0.5 * f2;
+    vec2 w12 = w1 + w2;
+    vec2 o12 = w2 / w12;          // one bilinear tap covers texels 1 and 2
+    vec2 t0 = base / size, t3 = (base + 3.0) / size, t12 = (base + 1.0 + o12) / size;
+    vec3 c = vec3(0.0);
+    c += (texture(src, vec2(t0.x, t0.y)).rgb * w0.x + texture(src, vec2(t12.x, t0.y)).rgb * w12.x
+          + texture(src, vec2(t3.x, t0.y)).rgb * w3.x) * w0.y;
+    c += (texture(src, vec2(t0.x, t12.y)).rgb * w0.x + texture(src, vec2(t12.x, t12.y)).rgb * w12.x
+          + texture(src, vec2(t3.x, t12.y)).rgb * w3.x) * w12.y;
+    c += (texture(src, vec2(t0.x, t3.y)).rgb * w0.x + texture(src, vec2(t12.x, t3.y)).rgb * w12.x
+          + texture(src, vec2(t3.x, t3.y)).rgb * w3.x) * w3.y;
+    return c;
+}
+void main() {
+    vec2 uv = (isf_FragNormCoord - 0.5) * k + 0.5;
+    if (any(lessThan(uv, vec2(0.0))) || any(greaterThan(uv, vec2(1.0)))) {
+        color = vec4(0.0, 0.0, 0.0, 1.0);
+        return;
+    }
+#if BICUBIC
+    vec3 c = catmull_rom(uv);   // (two programs, not a branch: a software rasteriser runs both)
+#else
+    vec3 c = texture(src, uv).rgb;
+#endif
+    color = vec4(clamp(c, 0.0, 1.0), 1.0);
+}
+"""
+
+#: How a picture is fitted into a frame of another shape (``--fit``).
+FIT_MODES = ("letterbox", "crop", "stretch")
+
+
+def fit_scale(src: tuple[int, int], dst: tuple[int, int], fit: str) -> tuple[float, float]:
+    """``k`` such that destination coordinate ``u`` (0..1, centred at 0.5) shows source
+    coordinate ``(u - 0.5) * k + 0.5``: letterbox keeps the whole source with black bars,
+    crop fills the frame and cuts the overflow, stretch fills it and distorts."""
+    if fit not in FIT_MODES:
+        raise RenderError(f"fit must be one of {', '.join(FIT_MODES)}, not {fit!r}")
+    a_src = src[0] / src[1]
+    a_dst = dst[0] / dst[1]
+    if fit == "stretch" or abs(a_src - a_dst) < 1e-9:
+        return (1.0, 1.0)
+    r = a_src / a_dst       # > 1: the source is wider than the frame
+    if fit == "letterbox":
+        return (1.0, r) if r > 1 else (1.0 / r, 1.0)
+    return (1.0 / r, 1.0) if r > 1 else (1.0, r)
+
+
 _EFFECT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 
 
@@ -123,10 +189,11 @@ class _Effect:
             u = prog.get(n, None)
             return u if isinstance(u, moderngl.Uniform) else None
 
-        # Samplers: unit 0 = the chain input, 1.. = targets, then unfed images (a blank texture).
+        # Samplers: unit 0 = the chain input, 1.. = targets, then the other image inputs (fed
+        # per frame by the renderer: a named source, the audio textures, or a blank texture).
         self.input_uniform = None
         self.target_units: list[tuple[int, _Target]] = []
-        self.blank_units: list[int] = []
+        self.image_units: list[tuple[int, IsfInput]] = []
         unit = 1
         for tname, tgt in self.targets.items():
             u = uni(tname)
@@ -136,17 +203,20 @@ class _Effect:
                 unit += 1
         self.blank = blank
         self.values: list[tuple[str, IsfInput, moderngl.Uniform]] = []
+        names = {i.name for i in shader.inputs}
+        # ISF transitions have no inputImage: the chain's picture is their endImage.
+        chain_in = "inputImage" if "inputImage" in names or "endImage" not in names else "endImage"
         for inp in shader.inputs:
             u = uni(inp.name)
             if u is None:
                 continue
             if inp.glsl_type == "sampler2D":
-                if inp.name == "inputImage":
+                if inp.name == chain_in and inp.type == "image":
                     u.value = 0
                     self.input_uniform = u
                 else:
                     u.value = unit
-                    self.blank_units.append(unit)
+                    self.image_units.append((unit, inp))
                     unit += 1
             else:
                 self.values.append((f"{name}.{inp.name}", inp, u))
@@ -177,13 +247,15 @@ class _Effect:
             self.u_date.value = (t.tm_year, t.tm_mon, t.tm_mday,
                                  t.tm_hour * 3600 + t.tm_min * 60 + t.tm_sec)
 
-    def draw(self, src: moderngl.Texture, dst: moderngl.Framebuffer, copy):
-        """Run every pass: ``src`` is ``inputImage``. Returns ``(texture, framebuffer)`` holding
+    def draw(self, src: moderngl.Texture, dst: moderngl.Framebuffer, copy, feed=None):
+        """Run every pass: ``src`` is ``inputImage``; ``feed(input, src)`` gives the texture
+        of any other image input (None: a blank one). Returns ``(texture, framebuffer)`` holding
         the result: ``dst``'s, or, when the last pass writes an 8-bit buffer at output size (a
         feedback effect), that buffer itself, so no pass is spent copying it out."""
         src.use(0)
-        for unit in self.blank_units:
-            self.blank.use(unit)
+        for unit, inp in self.image_units:
+            tex = feed(inp, src) if feed is not None else None
+            (tex if tex is not None else self.blank).use(unit)
         passes = self.shader.passes
         last = len(passes) - 1
         for i, p in enumerate(passes):
@@ -215,13 +287,32 @@ class _Effect:
         self.program.release()
 
 
-def _signature(path: Path) -> tuple[int, int] | None:
-    """(mtime in ns, size) of a file, None if it cannot be stat'ed: one cheap system call."""
+#: A file modified less than this long ago may still be being written (or be rewritten within
+#: the file system's timestamp granularity with the same size): it is looked at again next time.
+SETTLE_NS = 100_000_000
+
+
+def _signature(path: Path) -> tuple | None:
+    """(mtime in ns, size, inode, ctime in ns) of a file, None if it cannot be stat'ed: one
+    cheap system call. A replaced file (new inode) or a rewrite changes it."""
     try:
         st = path.stat()
     except OSError:
         return None
-    return (st.st_mtime_ns, st.st_size)
+    return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
+
+
+def _settled(sig: tuple | None) -> bool:
+    """False while a file's last change is too recent to trust its signature."""
+    if sig is None:
+        return True
+    age = _time.time_ns() - sig[0]
+    return not (-10_000_000 < age < SETTLE_NS)
+
+
+def _glsl_log(exc) -> str:
+    log = getattr(exc, "glsl_log", "")
+    return ("\n    " + log.replace("\n", "\n    ")) if log else ""
 
 
 def _clamp(inp: IsfInput, v):
@@ -263,8 +354,12 @@ class Renderer:
 
     def __init__(self, ctx: moderngl.Context, input_size: tuple[int, int],
                  output_size: tuple[int, int], chain: Sequence[str] = (),
-                 shader_dir: str | Path = "shaders"):
+                 shader_dir: str | Path = "shaders", fit: str = "letterbox",
+                 bicubic: bool = True):
         self.ctx = ctx
+        fit_scale((1, 1), (1, 1), fit)  # checks the name
+        self.fit = fit
+        self.bicubic = bool(bicubic)
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.output_size = (int(output_size[0]), int(output_size[1]))
         if min(self.input_size) < 1 or min(self.output_size) < 1:
@@ -285,6 +380,11 @@ class Renderer:
         self._copy["src"].value = 0
         self._copy_flip = self._copy["flip_y"]
         self._copy_vao = ctx.vertex_array(self._copy, [])
+        self._scale = [ctx.program(vertex_shader=VERTEX_SHADER, fragment_shader=_SCALE_FS % b)
+                       for b in (0, 1)]             # [linear, bicubic]
+        for prog in self._scale:
+            prog["src"].value = 0
+        self._scale_vao = [ctx.vertex_array(prog, []) for prog in self._scale]
         w, h = self.output_size
         self._readback = np.empty((h, w, 3), np.uint8)
         iw, ih = self.input_size
@@ -292,6 +392,12 @@ class Renderer:
         self._result_tex, self._result_fbo = self._chain[0], self._fbos[0]
         self._frame = 0
         self._last_time: float | None = None
+        self._sources: dict[str, moderngl.Texture] = {}   # named image inputs (set_image, hold)
+        self._held: set[str] = set()                       # ... of which held frames
+        self._source_fbos: dict[str, moderngl.Framebuffer] = {}
+        self._audio_tex: dict[tuple, moderngl.Texture] = {}  # (ISF type, width) -> texture
+        self._audio_rows: dict[tuple, np.ndarray] = {}       # ... its [width, 4] float32 texels
+        self._audiotex = None                                # AudioTextures, when needed
         for f in self._fbos:
             f.clear(0.0, 0.0, 0.0, 1.0)
         self.set_chain(chain)
@@ -325,7 +431,7 @@ class Renderer:
                                      self._blank, sig=sig)
             except ShaderError as exc:
                 errors.append(str(exc))
-                log.warning("effect %s skipped: %s", name, exc)
+                log.warning("effect %s skipped: %s%s", name, exc, _glsl_log(exc))
             except OSError as exc:
                 msg = f"{self.shader_dir / f'{name}.fs'}: {exc.strerror or exc}"
                 errors.append(msg)
@@ -358,7 +464,8 @@ class Renderer:
             sig = _signature(path)
             if sig == self._seen[i]:
                 continue
-            self._seen[i] = sig
+            # a file still being written is compiled now and looked at again next time
+            self._seen[i] = sig if _settled(sig) else ("unsettled",)
             old = self._slots[i]
             if sig is None:
                 if old is not None:
@@ -370,12 +477,13 @@ class Renderer:
                               adopt=old.targets if old is not None else None, sig=sig)
             except (ShaderError, moderngl.Error) as exc:
                 msg = str(exc) if isinstance(exc, ShaderError) else f"{path}: {exc}".split("\n")[0]
-                self.errors.append(msg)
+                prefix = f"{path}:"
+                self.errors = [e for e in self.errors if not e.startswith(prefix)] + [msg]
                 if old is not None:
-                    log.warning("effect %s not reloaded, the previous version keeps running: %s",
-                                name, msg)
+                    log.warning("effect %s not reloaded, the previous version keeps running: %s%s",
+                                name, msg, _glsl_log(exc))
                 else:
-                    log.warning("effect %s still not loaded: %s", name, msg)
+                    log.warning("effect %s still not loaded: %s%s", name, msg, _glsl_log(exc))
                 continue
             if old is not None:
                 for key, tgt in new.targets.items():
@@ -400,7 +508,102 @@ class Renderer:
             out.update(value_inputs(e.name, e.shader))
         return out
 
+    # -- image inputs --------------------------------------------------------------------------
+    def set_image(self, name: str, image_u8: np.ndarray | None) -> None:
+        """Feed every image input called ``name`` (other than the chain's picture) with
+        ``image_u8`` ([h, w, 3 or 4] uint8, top row first; any size, sampled normalised), or
+        stop feeding it (None: the input reads black again). A texture is created only when
+        the size changes."""
+        if image_u8 is None:
+            tex = self._sources.pop(name, None)
+            fbo = self._source_fbos.pop(name, None)
+            self._held.discard(name)
+            for o in (fbo, tex):
+                if o is not None:
+                    o.release()
+            return
+        img = np.asarray(image_u8)
+        if img.ndim != 3 or img.shape[2] not in (3, 4) or img.dtype != np.uint8:
+            raise RenderError(f"image input {name}: expected uint8 [h, w, 3|4], got "
+                              f"{img.dtype} {list(img.shape)}")
+        h, w, c = img.shape
+        tex = self._sources.get(name)
+        if tex is None or tex.size != (w, h) or tex.components != c or name in self._held:
+            self.set_image(name, None)
+            tex = self._sources[name] = _texture(self.ctx, (w, h), c)
+        tex.write(np.ascontiguousarray(img[::-1]))
+
+    def hold(self, name: str = "startImage") -> None:
+        """Keep the frame as shown now (every effect applied) as image input ``name``: the
+        "from" picture of a transition (``shaders/transition.fs`` mixes it with the live one
+        as its ``progress`` goes 0 → 1). Costs one copy pass; no allocation after the first."""
+        tex = self._sources.get(name)
+        if tex is None or name not in self._held or tex.size != self.output_size:
+            self.set_image(name, None)
+            tex = self._sources[name] = _texture(self.ctx, self.output_size, 4)
+            self._source_fbos[name] = self.ctx.framebuffer(color_attachments=[tex])
+            self._held.add(name)
+        if self._frame == 0:
+            self._source_fbos[name].clear(0.0, 0.0, 0.0, 1.0)
+            return
+        self._copy_to(self._result_tex, self._source_fbos[name])
+
+    @property
+    def audio_needs(self) -> set[tuple[str, int]]:
+        """The ISF audio images the chain reads: ``{("audio" | "audioFFT", width)}``."""
+        from engine.render.audiotex import AudioTextures
+
+        return {(inp.type, AudioTextures.size(inp.max)) for e in self._effects
+                for _unit, inp in e.image_units if inp.type in ("audio", "audioFFT")}
+
+    def feed_audio(self, window: np.ndarray, sr: int) -> bool:
+        """Update the chain's ``audio`` (waveform) and ``audioFFT`` (log spectrum) images from
+        the newest mono samples ``window`` (see :mod:`engine.render.audiotex`). Does nothing
+        (returns False) when no effect declares such an input."""
+        from engine.render.audiotex import AudioTextures
+
+        needs = self.audio_needs
+        if not needs:
+            return False
+        at = self._audiotex
+        if at is None or at.sr != int(sr):
+            at = self._audiotex = AudioTextures(sr)
+        at.update(window)
+        for key in needs:
+            typ, n = key
+            tex = self._audio_tex.get(key)
+            if tex is None:
+                tex = self._audio_tex[key] = _texture(self.ctx, (n, 1), 4, "f4")
+                self._audio_rows[key] = np.ones((n, 4), np.float32)
+            rows = self._audio_rows[key]
+            rows[:, :3] = (at.waveform(n) if typ == "audio" else at.spectrum(n))[:, None]
+            tex.write(rows)
+        return True
+
+    def _feed(self, inp: IsfInput, src: moderngl.Texture):
+        """The texture for image input ``inp`` of an effect whose chain input is ``src``."""
+        if inp.type != "image":
+            from engine.render.audiotex import AudioTextures
+
+            return self._audio_tex.get((inp.type, AudioTextures.size(inp.max)))
+        tex = self._sources.get(inp.name)
+        if tex is None and inp.name == "startImage":
+            return src  # a transition with nothing held yet shows the live picture
+        return tex
+
     # -- frame ---------------------------------------------------------------------------------
+    def _scale_to(self, src: moderngl.Texture, dst: moderngl.Framebuffer,
+                  dst_size: tuple[int, int], fit: str) -> None:
+        """Draw ``src`` into ``dst`` (``dst_size`` pixels), fitted (``fit``) and, when it is
+        enlarged and :attr:`bicubic` is on, with the bicubic filter."""
+        kx, ky = fit_scale(src.size, dst_size, fit)
+        up = dst_size[0] / kx > src.size[0] or dst_size[1] / ky > src.size[1]
+        i = 1 if (self.bicubic and up) else 0
+        self._scale[i]["k"].value = (kx, ky)
+        src.use(0)
+        dst.use()
+        self._scale_vao[i].render(moderngl.TRIANGLES, vertices=3)
+
     def _copy_to(self, src: moderngl.Texture, dst: moderngl.Framebuffer, flip: bool = False):
         src.use(0)
         self._copy_flip.value = 1.0 if flip else 0.0
@@ -431,15 +634,21 @@ class Renderer:
         # the first effect samples the generator's frame directly, at any size.
         np.copyto(self._upload, image_u8[::-1])
         self._input.write(self._upload)
+        # The generator's frame is fitted into the output once (bicubic when enlarged); a frame
+        # of the output's size goes to the first effect as it is.
+        scaled = self.input_size != self.output_size
+        if scaled:
+            self._scale_to(self._input, self._fbos[0], self.output_size, self.fit)
         if not self._effects:
-            self._copy_to(self._input, self._fbos[0])
+            if not scaled:
+                self._copy_to(self._input, self._fbos[0])
             self._result_tex, self._result_fbo = self._chain[0], self._fbos[0]
         else:
-            src = self._input
+            src = self._chain[0] if scaled else self._input
             for e in self._effects:
                 e.set_values(uniforms, audio, time, delta, self._frame)
                 dst = self._fbos[1] if src is self._chain[0] else self._fbos[0]
-                src, fbo = e.draw(src, dst, self._copy_to)
+                src, fbo = e.draw(src, dst, self._copy_to, self._feed)
             self._result_tex, self._result_fbo = src, fbo
         self._frame += 1
 
@@ -473,30 +682,25 @@ class Renderer:
         log.info("still saved: %s", path)
         return path
 
-    def present(self, fbo: moderngl.Framebuffer, size: tuple[int, int]) -> None:
+    def present(self, fbo: moderngl.Framebuffer, size: tuple[int, int],
+                fit: str | None = None) -> None:
         """Draw the last frame into ``fbo`` (e.g. ``window.ctx.screen``) of ``size`` (w, h)
-        pixels, scaled with its aspect kept and black bars around (letterbox/pillarbox)."""
+        pixels, fitted by ``fit`` (default :attr:`fit`: letterbox = aspect kept with black
+        bars, crop = aspect kept filling the screen, stretch), bicubic when enlarged."""
         fw, fh = int(size[0]), int(size[1])
         if fw < 1 or fh < 1:
             return
-        ow, oh = self.output_size
-        scale = min(fw / ow, fh / oh)
-        vw, vh = max(1, round(ow * scale)), max(1, round(oh * scale))
         fbo.use()
         fbo.viewport = (0, 0, fw, fh)
-        if (vw, vh) != (fw, fh):
-            fbo.clear(0.0, 0.0, 0.0, 1.0)
-        fbo.viewport = ((fw - vw) // 2, (fh - vh) // 2, vw, vh)
-        self._result_tex.use(0)
-        self._copy_flip.value = 0.0
-        self._copy_vao.render(moderngl.TRIANGLES, vertices=3)
-        fbo.viewport = (0, 0, fw, fh)
+        self._scale_to(self._result_tex, fbo, (fw, fh), fit or self.fit)
 
     def release(self) -> None:
         """Free every GL object (the renderer is unusable afterwards)."""
         for e in self._effects:
             e.release()
         self._effects = []
-        for o in (*self._fbos, *self._chain, self._input, self._blank, self._copy_vao,
-                  self._copy):
+        for name in list(self._sources):
+            self.set_image(name, None)
+        for o in (*self._audio_tex.values(), *self._fbos, *self._chain, self._input,
+                  self._blank, self._copy_vao, self._copy, *self._scale_vao, *self._scale):
             o.release()
