@@ -150,10 +150,10 @@ class Exploding(CPPNGenerator):
         super().__init__((16, 16))
         self.fail = False
 
-    def synthesize(self, w_plus, noise_strength=0.0):
+    def synthesize(self, w_plus, noise_strength=0.0, params=None):
         if self.fail:
             raise RuntimeError("boom")
-        return super().synthesize(w_plus, noise_strength)
+        return super().synthesize(w_plus, noise_strength, params)
 
 
 def test_runner_holds_the_last_good_frame_and_logs_once(caplog):

@@ -132,6 +132,8 @@ class CPPNGenerator(Generator):
     w_dim = 64
     num_layers = 6
     has_noise = True
+    resizable = True
+    supports_half = True
 
     def __init__(self, resolution: tuple[int, int] = (256, 256), channels: int = 12, bases: int = 6):
         super().__init__()
@@ -207,6 +209,11 @@ class CPPNGenerator(Generator):
                 if isinstance(module, _Affine):
                     module.center(self.w_avg)
         self._workspace: dict = {}
+
+    def set_resolution(self, resolution: tuple[int, int]) -> None:
+        """Render at ``(h, w)`` from now on (any size; the workspace is rebuilt on the next frame)."""
+        self.resolution = (int(resolution[0]), int(resolution[1]))
+        self._workspace = {}
 
     # -- mapping -------------------------------------------------------------------------------
     def mapping(self, z: torch.Tensor) -> torch.Tensor:
