@@ -91,6 +91,11 @@ def _add_live(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, help="stop after this many frames")
     p.add_argument("--seconds", type=_positive, help="stop after this many seconds")
     p.add_argument("--overlay", action="store_true", help="start with the h overlay shown")
+    p.add_argument("--fixed-size", action="store_true",
+                   help="always generate at --size (default: render smaller and upscale when the "
+                        "generator cannot hold --target-fps)")
+    p.add_argument("--target-fps", type=_positive, default=60.0, metavar="FPS",
+                   help="frame rate the resolution budget aims for (default 60)")
     p.add_argument("--stills", default="stills", metavar="DIR",
                    help="where the s key and /lj/trigger/still save PNGs (default ./stills)")
     p.add_argument("--installation", action="store_true",
@@ -190,7 +195,7 @@ def _live_options(args) -> "LiveOptions":
         oscquery_port=None if args.no_oscquery else (
             args.oscquery_port if args.oscquery_port is not None else args.osc_port),
         max_frames=args.frames, max_seconds=args.seconds, overlay=args.overlay,
-        stills_dir=args.stills)
+        stills_dir=args.stills, resolution_budget=not args.fixed_size, target_fps=args.target_fps)
 
 
 def _run_live(make_source, args) -> int:

@@ -57,6 +57,8 @@ class LiveOptions:
     stills_dir: str = "stills"
     watch: bool = True
     overlay: bool = False
+    resolution_budget: bool = True  # render below --size when the generator is too slow
+    target_fps: float = 60.0        # the frame rate the resolution budget aims for
 
 
 class StopFlag:
@@ -97,6 +99,8 @@ def overlay_lines(stats: FrameStats, session: Session, gen_ms: float) -> list[st
         lines.append("  ".join(row))
     if session.last_error:
         lines.append("! " + session.last_error[:110])
+    if getattr(session.runner, "budget_note", None):
+        lines.append(session.runner.budget_note[:110])
     return lines
 
 
@@ -147,6 +151,8 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
                 window.hide_cursor()
             ctx = window.ctx
         session.attach_renderer(ctx, (opts.size, opts.size))
+        if opts.resolution_budget:  # render smaller when the generator cannot hold the rate
+            session.runner.enable_budget(opts.target_fps)
         if window is not None:
             from engine.render.overlay import Overlay
 

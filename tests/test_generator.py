@@ -183,3 +183,60 @@ def test_unknown_generator_is_a_clear_error():
     with pytest.raises(GeneratorError, match="unknown generator 'nope'"):
         load_generator("nope", (32, 32))
     assert z_from_seed(7, 4).tolist() == z_from_seed(7, 4).tolist()
+
+
+def low_frequency_share(diff: np.ndarray, cutoff: int = 6) -> float:
+    """Share of the luminance difference's spectral energy within ``cutoff`` cycles per picture."""
+    lum = diff.mean(0)
+    power = np.abs(np.fft.fft2(lum)) ** 2
+    fy = np.fft.fftfreq(lum.shape[0]) * lum.shape[0]
+    fx = np.fft.fftfreq(lum.shape[1]) * lum.shape[1]
+    low = np.hypot(fy[:, None], fx[None]) <= cutoff
+    return float(power[low].sum() / power.sum())
+
+
+def test_coarse_styles_move_structure_fine_styles_texture():
+    """The same step in w, applied to the coarse rows or to the fine rows: the coarse change
+    puts clearly more of its energy into low spatial frequencies (measured on the image)."""
+    g = CPPNGenerator((96, 96))
+    groups = g.layer_groups()
+    shares = {"coarse": [], "fine": []}
+    for seed in range(6):
+        w, other = w_plus_for(g, seed), w_plus_for(g, 100 + seed)
+        base = synth(g, w).numpy()
+        for name in shares:
+            moved = w.copy()
+            rows = list(groups[name])
+            moved[rows] += 0.3 * (other[rows] - w[rows])
+            shares[name].append(low_frequency_share(synth(g, moved).numpy() - base))
+    coarse, fine = np.mean(shares["coarse"]), np.mean(shares["fine"])
+    assert coarse > fine + 0.15, (coarse, fine)
+
+
+def test_noise_is_per_layer_and_graded():
+    """Each layer's noise input changes the picture on its own; coarse noise (layer 0) moves
+    low frequencies, the fine grain (layer 5) high ones."""
+    g = CPPNGenerator((96, 96))
+    w = w_plus_for(g, 3)
+    base = synth(g, w).numpy()
+    shares = []
+    for layer in range(6):
+        strength = torch.zeros(6)
+        strength[layer] = 0.6
+        diff = synth(g, w, strength).numpy() - base
+        assert np.abs(diff).mean() > 0.003, f"noise of layer {layer} does nothing"
+        shares.append(low_frequency_share(diff))
+    assert shares[0] > 0.5 > shares[5], shares
+    # a float and a 0-d tensor mean the same for every layer
+    assert torch.equal(synth(g, w, 0.3), synth(g, w, torch.tensor(0.3)))
+    assert torch.equal(synth(g, w, 0.3), synth(g, w, torch.full((6,), 0.3)))
+
+
+def test_resizable_and_protocol_attributes():
+    g = CPPNGenerator((32, 32))
+    assert g.resizable and g.supports_half and g.has_noise
+    assert g.param_names == () and g.default_params().shape == (0,)
+    space = g.latent_space()
+    assert space.param_ranges == {} and space.has_noise
+    g.set_resolution((16, 24))
+    assert synth(g, w_plus_for(g, 1)).shape == (3, 16, 24)

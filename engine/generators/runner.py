@@ -237,7 +237,9 @@ class GeneratorRunner:
             half = bool(getattr(generator, "supports_half", False))
         self.half = bool(half and accel)
         self.dtype = torch.float16 if self.half else torch.float32
-        g = generator.eval().requires_grad_(False).to(self.device, self.dtype)
+        # Module.to() works in place: the conversion to float16 comes last, once nothing else can
+        # fail, so a fail-over to the CPU gets the float32 weights back unharmed.
+        g = generator.eval().requires_grad_(False).to(self.device)
         if accel and self.device.type == "cuda":
             g = g.to(memory_format=torch.channels_last)  # conv weights NHWC: tensor-core friendly
         self.generator = g
@@ -263,7 +265,7 @@ class GeneratorRunner:
         self._psi = torch.ones((), **dev)
         self._noise = torch.zeros(layers, **dev)
         self._params = torch.zeros(p, **dev) if p else None
-        self._w_avg = g.w_avg.to(**dev)
+        self._w_avg = g.w_avg.to(**dev).clone()
 
         self._stream = self.ops.stream() if accel else None
         if accel:
@@ -275,6 +277,8 @@ class GeneratorRunner:
             self._consumed = [ev(), ev()]
             self._timed = [False, False]
         self._alloc_outputs(tuple(g.resolution))
+        if self.half:
+            g.to(self.dtype)
 
     def _alloc_outputs(self, size: tuple[int, int]) -> None:
         """Output slots for frames of ``size`` ``(h, w)``; drops any captured graphs."""
@@ -409,6 +413,19 @@ class GeneratorRunner:
             if size is not None:
                 self._resize(size)
         return frame
+
+    def set_handoff(self, mode: str) -> None:
+        """Switch between ``"host"`` and ``"device"`` hand-off (see the class). Waits for the frame
+        in progress; ``"device"`` needs CUDA (elsewhere it stays ``"host"``)."""
+        with self._job:
+            while self._busy:
+                self._job.wait()
+            mode = mode if (self.ops is not None and mode == "device") else "host"
+            if mode != self.handoff:
+                self.handoff = mode
+                if self.ops is not None:
+                    self.ops.synchronize()
+                self._alloc_outputs(self.resolution)
 
     # -- resolution budget ---------------------------------------------------------------------
     def enable_budget(self, target_fps: float = 60.0) -> ResolutionBudget:

@@ -292,6 +292,8 @@ class Renderer:
         self._result_tex, self._result_fbo = self._chain[0], self._fbos[0]
         self._frame = 0
         self._last_time: float | None = None
+        # Optional frame uploader (engine.render.gpu_upload: CUDA-GL interop, PBOs, any size).
+        self.uploader = None
         for f in self._fbos:
             f.clear(0.0, 0.0, 0.0, 1.0)
         self.set_chain(chain)
@@ -414,11 +416,9 @@ class Renderer:
         ``time`` is the frame time in seconds (TIME; TIMEDELTA is the difference to the last
         call, 0 on the first); ``audio`` feeds ``uniform float lj_<feature>`` declarations."""
         w, h = self.input_size
-        if image_u8.shape != (h, w, 3) or image_u8.dtype != np.uint8:
+        if self.uploader is None and (image_u8.shape != (h, w, 3) or image_u8.dtype != np.uint8):
             raise RenderError(f"render input must be uint8 [{h}, {w}, 3], got "
                               f"{image_u8.dtype} {list(image_u8.shape)}")
-        if not image_u8.flags.c_contiguous:
-            image_u8 = np.ascontiguousarray(image_u8)
         uniforms = uniforms if uniforms is not None else {}
         audio = audio if audio is not None else {}
         time = float(time)
@@ -429,13 +429,17 @@ class Renderer:
         ctx.disable(moderngl.BLEND)
         # Upload bottom row first (GL's order): a cheap CPU copy instead of a flipping pass, so
         # the first effect samples the generator's frame directly, at any size.
-        np.copyto(self._upload, image_u8[::-1])
-        self._input.write(self._upload)
+        if self.uploader is not None:  # returns the texture holding the frame, GL row order
+            src_in = self.uploader.upload(image_u8, self._input)
+        else:
+            np.copyto(self._upload, image_u8[::-1])
+            self._input.write(self._upload)
+            src_in = self._input
         if not self._effects:
-            self._copy_to(self._input, self._fbos[0])
+            self._copy_to(src_in, self._fbos[0])
             self._result_tex, self._result_fbo = self._chain[0], self._fbos[0]
         else:
-            src = self._input
+            src = src_in
             for e in self._effects:
                 e.set_values(uniforms, audio, time, delta, self._frame)
                 dst = self._fbos[1] if src is self._chain[0] else self._fbos[0]
