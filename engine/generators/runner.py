@@ -319,6 +319,9 @@ class GeneratorRunner:
             image = self.generator.synthesize(w, self._noise)
         else:
             image = self.generator.synthesize(w, self._noise, self._params)
+        if self._work_rgb.dtype != image.dtype:  # a generator answering in another dtype: once,
+            self._work_rgb = torch.empty(self._work_rgb.shape, dtype=image.dtype,  # in warm-up
+                                         device=self._work_rgb.device)
         to_rgb8_(image[0], self._out_dev[slot], self._work_rgb, self._rows)
 
     def _capture(self) -> None:
@@ -449,8 +452,7 @@ class GeneratorRunner:
             if self.ops is not None:
                 self.ops.synchronize()
             self.generator.set_resolution(size)
-            self._alloc_outputs(tuple(self.generator.resolution))
-            self._want_graph = self._want_graph or self._graphs is not None
+            self._alloc_outputs(tuple(self.generator.resolution))  # graphs captured anew
         except Exception as exc:
             log.warning("cannot change %s's resolution, keeping %s: %s", self.name,
                         self.resolution, _first_line(exc))
