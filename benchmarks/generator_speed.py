@@ -2,7 +2,8 @@
 
     python benchmarks/generator_speed.py [--threads 2] [--repeats 40] [--sizes 256 512]
 
-For each size it times, interleaved (so load from other processes hits all alike), the median of
+For each size it times, interleaved in a shuffled order per round (so load from other processes,
+and thread pools still spinning after the previous call, hit all alike), the median of
 ``--repeats`` runs of:
 
 * ``synthesize``: the built-in CPPN's synthesis alone (``w_plus`` -> ``[1, 3, h, w]`` float);
@@ -13,8 +14,8 @@ For each size it times, interleaved (so load from other processes hits all alike
   loop pays when it waits for a frame;
 * two references that measure how fast the machine is right now: ``ref sin``, one ``torch.sin``
   over a ``12 x h x w`` float32 tensor (a per-pixel transcendental pass over the hidden width), and
-  ``ref conv``, one 3x3 convolution 12 -> 12 channels at ``h x w`` (the smallest layer a
-  conv-net generator of this size would have).
+  ``ref conv``, one 1x1 convolution 12 -> 12 channels at ``h x w`` (a per-pixel channel mix, the
+  cheapest layer a conv-net generator of this size would have).
 
 Columns: milliseconds, the share of one 60 fps frame (16.7 ms), and ratios against ``ref conv``
 and against the bare ``synthesize`` (the runner's overhead).
@@ -23,6 +24,7 @@ and against the bare ``synthesize`` (the runner's overhead).
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import sys
 import time
@@ -58,7 +60,7 @@ def main() -> None:
         work = torch.empty(size, size, 3)
         ref_in = torch.randn(12, size, size)
         ref_out = torch.empty_like(ref_in)
-        conv = torch.nn.Conv2d(12, 12, 3, padding=1).eval()
+        conv = torch.nn.Conv2d(12, 12, 1).eval()
         conv_in = torch.randn(1, 12, size, size)
         # The runner gets its own generator (it converts and owns it); same weights, same size.
         runner = GeneratorRunner(CPPNGenerator((size, size)), device="cpu", threaded=False)
@@ -92,8 +94,11 @@ def main() -> None:
         with torch.inference_mode():
             for fn in runs.values():  # warm-up: workspaces, allocator
                 fn(), fn()
+            order = list(runs.items())
+            rng = random.Random(size)
             for _ in range(args.repeats):
-                for name, fn in runs.items():
+                rng.shuffle(order)
+                for name, fn in order:
                     t0 = time.perf_counter()
                     fn()
                     times[name].append(time.perf_counter() - t0)

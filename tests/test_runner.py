@@ -462,3 +462,17 @@ def test_budget_on_a_fixed_size_generator_never_resizes():
     for _ in range(60):
         runner.submit(p)
         assert runner.result().shape == (4, 6, 3)
+
+
+def test_the_budget_note_reaches_the_h_overlay():
+    from types import SimpleNamespace
+
+    from engine.live import overlay_lines
+    from engine.session import FrameStats
+
+    runner = GeneratorRunner(Probe(), device="cpu", threaded=False)
+    session = SimpleNamespace(analysis=SimpleNamespace(features={}), runner=runner, last_error=None,
+                              mapping=SimpleNamespace(name="m"), mapping_path=None)
+    assert not any("holds" in line for line in overlay_lines(FrameStats(), session, 1.0))
+    runner.enable_budget(60.0).note = "Probe holds 30 fps at 6x4, target 60"
+    assert overlay_lines(FrameStats(), session, 1.0)[-1] == "Probe holds 30 fps at 6x4, target 60"
