@@ -476,3 +476,15 @@ def test_the_budget_note_reaches_the_h_overlay():
     assert not any("holds" in line for line in overlay_lines(FrameStats(), session, 1.0))
     runner.enable_budget(60.0).note = "Probe holds 30 fps at 6x4, target 60"
     assert overlay_lines(FrameStats(), session, 1.0)[-1] == "Probe holds 30 fps at 6x4, target 60"
+
+
+def test_a_step_down_that_does_not_pay_is_undone_and_reported_once(caplog):
+    """A generator whose time does not fall with its size (bound by something else) gets its
+    size back, keeps it, and is reported once."""
+    b = ResolutionBudget((512, 512), 60.0, resizable=True, name="cppn")
+    with caplog.at_level(logging.INFO, "lj.generator"):
+        changes = run_budget(b, [2.0 / 60] * 400)  # the same time at every size
+    assert changes == [(256, 256), (512, 512)]
+    assert b.note == "cppn holds 30 fps at 512x512, target 60"
+    assert sum("no faster" in r.getMessage() for r in caplog.records) == 1
+    assert sum("holds 30 fps" in r.getMessage() for r in caplog.records) == 1

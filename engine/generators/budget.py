@@ -22,6 +22,7 @@ SCALES = (1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25)  # of the model's size, per
 HIGH = 0.9     # over this share of the frame budget: go down
 TARGET = 0.7   # going down, aim for this share
 LOW = 0.55     # the next size up must be predicted under this share to go up (hysteresis)
+HELPED = 0.8   # a step down must bring the time under this share of what it was, or is undone
 
 
 def choose_scale(gen_s: float, scale: float, budget_s: float,
@@ -82,6 +83,7 @@ class ResolutionBudget:
     _since_change: int = field(default=0, repr=False)
     _slow: int = field(default=0, repr=False)
     _floor: bool = field(default=False, repr=False)
+    _check: tuple[float, float] | None = field(default=None, repr=False)
 
     @property
     def budget_s(self) -> float:
@@ -99,13 +101,25 @@ class ResolutionBudget:
         self.ema = gen_s if self._frames == 1 else self.ema + self.alpha * (gen_s - self.ema)
         if self._frames < 10:
             return None
+        if self._check is not None:
+            # The last step down must have paid: a generator bound by something other than its
+            # pixel count (launch overhead, a CPU shared with the renderer) gets its size back
+            # and keeps it; the report below then says what it holds.
+            prev_scale, prev_ema = self._check
+            self._check = None
+            if self.ema > HELPED * prev_ema:
+                h, w = self.size
+                log.info("resolution budget: %dx%d takes %.1f ms, no faster than %.1f ms at the "
+                         "larger size; staying at that size", w, h, self.ema * 1e3, prev_ema * 1e3)
+                self.resizable = False
+                return self._change(prev_scale)
         if not self.resizable:
             self._slow = self._slow + 1 if self.ema > self.budget_s else 0
             if self._slow >= 30 and self.note is None:
-                h, w = self.resolution
+                h, w = self.size
                 self.note = (f"{self.name} holds {1.0 / self.ema:.0f} fps at {w}x{h}, "
                              f"target {self.target_fps:.0f}")
-                log.warning("%s (it renders at one size only, so frames are held)", self.note)
+                log.warning("%s (frames are held while it works)", self.note)
             return None
         if self._since_change <= self.cooldown and self.scale != 1.0 and self.ema <= HIGH * self.budget_s:
             return None  # going up waits for the cooldown; going down does not
@@ -119,11 +133,15 @@ class ResolutionBudget:
         if new == self.scale or scaled_size(self.resolution, new) == self.size:
             self.scale = new
             return None
+        if new < self.scale:
+            self._check = (self.scale, self.ema)
+        return self._change(new)
+
+    def _change(self, new: float) -> tuple[int, int]:
         old = self.size
-        self.scale, self._since_change, self._frames = new, 0, 0
-        self.ema = 0.0
+        self.scale, self._since_change, self._frames, self.ema = new, 0, 0, 0.0
         h, w = self.size
-        if new < 1.0:
+        if new < 1.0 and self.resizable:
             self.note = (f"{self.name} at {w}x{h} (model {self.resolution[1]}x{self.resolution[0]}) "
                          f"to hold {self.target_fps:.0f} fps")
         else:

@@ -212,6 +212,7 @@ class GeneratorRunner:
         self.error_count = 0
         self.last_gen_s = 0.0  # wall time of the last generate() call, seconds
         self.device_s = 0.0    # device time of the last frame whose events completed (CUDA)
+        self.cpu_s = 0.0       # CPU time of the generating thread for the last frame
         self.late_frames = 0   # result() calls that timed out and held the last good frame
         self._done_seq = 0     # jobs finished
         self._taken_seq = 0    # jobs whose result was handed out
@@ -400,9 +401,10 @@ class GeneratorRunner:
         try:
             if not np.isfinite(params.w_plus).all():
                 raise FloatingPointError("latent contains NaN or inf")
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             frame = self.generate(params)
             self.last_gen_s = time.perf_counter() - t0
+            self.cpu_s = time.thread_time() - c0
         except Exception as exc:  # a failing generator must not stop the show
             self.error_count += 1
             kind = _first_line(exc)
@@ -411,7 +413,10 @@ class GeneratorRunner:
                 log.error("generator failed (holding the last good frame): %s", kind)
             return None
         if self.budget is not None:
-            cost = self.device_s if (self.ops is not None and self.device_s > 0) else self.last_gen_s
+            # What the generator costs, not what it waited for: GPU time on CUDA; on the CPU
+            # this thread's CPU time (wall time would count the GIL held by GL calls on the
+            # main thread, and other processes).
+            cost = self.device_s if self.ops is not None else self.cpu_s
             size = self.budget.update(cost)
             if size is not None:
                 self._resize(size)
