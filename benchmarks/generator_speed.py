@@ -7,6 +7,7 @@ and thread pools still spinning after the previous call, hit all alike), the med
 ``--repeats`` runs of:
 
 * ``synthesize``: the built-in CPPN's synthesis alone (``w_plus`` -> ``[1, 3, h, w]`` float);
+* ``flow``: the second built-in family's (``builtin:flow``) synthesis alone;
 * ``+ rgb8``: synthesis plus the runner's ``uint8`` conversion (what a frame costs the engine);
 * ``runner``: :class:`GeneratorRunner` end to end, unthreaded (``FrameParams`` in: fill the static
   inputs, truncate, synthesize, convert, hand out the slot);
@@ -37,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.frame import FrameParams  # noqa: E402
 from engine.generators.cppn import CPPNGenerator  # noqa: E402
+from engine.generators.flow import FlowGenerator  # noqa: E402
 from engine.generators.runner import GeneratorRunner, to_rgb8_  # noqa: E402
 
 BUDGET_MS = 1000.0 / 60.0
@@ -53,6 +55,7 @@ def main() -> None:
     print(f"{'size':>6} {'what':>12} {'ms/frame':>9} {'of 60fps':>9} {'x conv':>7} {'x synth':>8}")
     for size in args.sizes:
         gen = CPPNGenerator((size, size)).eval()
+        flow = FlowGenerator((size, size)).eval()
         w = gen.w_avg[None, None].repeat(1, gen.num_layers, 1)
         w = w + 0.7 * torch.randn(w.shape, generator=torch.Generator().manual_seed(1))
         noise = torch.full((gen.num_layers,), 0.1)
@@ -71,6 +74,9 @@ def main() -> None:
         def synth():
             gen.synthesize(w, noise)
 
+        def flow_synth():
+            flow.synthesize(w, noise)
+
         def frame():
             to_rgb8_(gen.synthesize(w, noise)[0], rgb8, work)
 
@@ -88,7 +94,7 @@ def main() -> None:
         def ref_conv():
             conv(conv_in)
 
-        runs = {"synthesize": synth, "+ rgb8": frame, "runner": run_unthreaded,
+        runs = {"synthesize": synth, "flow": flow_synth, "+ rgb8": frame, "runner": run_unthreaded,
                 "runner thr": run_threaded, "ref sin": ref_sin, "ref conv": ref_conv}
         times: dict[str, list[float]] = {k: [] for k in runs}
         with torch.inference_mode():

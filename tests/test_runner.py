@@ -488,3 +488,19 @@ def test_a_step_down_that_does_not_pay_is_undone_and_reported_once(caplog):
     assert b.note == "cppn holds 30 fps at 512x512, target 60"
     assert sum("no faster" in r.getMessage() for r in caplog.records) == 1
     assert sum("holds 30 fps" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_flow_is_capturable_with_its_params():
+    """builtin:flow reads neither its noise nor its params on the host, so it captures; frames
+    from the replays follow zoom and swirl like the eager CPU runner's."""
+    from engine.generators.flow import FlowGenerator
+
+    fs = FlowGenerator((24, 32)).latent_space()
+    seq = [params_for(fs, 3), params_for(fs, 3, swirl=1.5), params_for(fs, 4, zoom=0.5, noise=0.3)]
+    ops = FakeOps()
+    fake = GeneratorRunner(FlowGenerator((24, 32)), device="cpu", ops=ops, half=False, threaded=False)
+    cpu = GeneratorRunner(FlowGenerator((24, 32)), device="cpu", threaded=False)
+    got, ref = frames(fake, seq), frames(cpu, seq)
+    assert ops.captures == 2 and ops.replays == 3
+    assert all(np.array_equal(a, b) for a, b in zip(got, ref))
+    assert not np.array_equal(ref[0], ref[1])

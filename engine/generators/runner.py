@@ -559,12 +559,17 @@ class GeneratorRunner:
 
 
 def load_generator(spec: str, resolution: tuple[int, int]) -> Generator:
-    """Build a generator from a name: ``builtin:cppn`` (the default). Unknown -> GeneratorError."""
+    """Build a generator from a name: ``builtin:cppn`` (the default), ``builtin:flow``.
+    Unknown -> GeneratorError."""
     name = (spec or "builtin:cppn").strip()
     if name in ("builtin:cppn", "cppn", "builtin"):
         from engine.generators.cppn import CPPNGenerator
 
         return CPPNGenerator(resolution)
+    if name in ("builtin:flow", "flow"):
+        from engine.generators.flow import FlowGenerator
+
+        return FlowGenerator(resolution)
     raise GeneratorError(
-        f"unknown generator '{name}' (available: builtin:cppn; StyleGAN .pkl and TorchScript .pt "
-        "files are not supported yet)")
+        f"unknown generator '{name}' (available: builtin:cppn, builtin:flow; StyleGAN .pkl and "
+        "TorchScript .pt files are not supported yet)")
