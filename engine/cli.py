@@ -116,6 +116,11 @@ def _add_live(p: argparse.ArgumentParser) -> None:
                    help="where key r and /lj/record/start without a path record (default ./recordings)")
     p.add_argument("--record-fps", type=_positive, default=30.0, metavar="FPS",
                    help="frame rate of recordings (default 30)")
+    p.add_argument("--fixed-size", action="store_true",
+                   help="always generate at --size (default: render smaller and upscale when the "
+                        "generator cannot hold --target-fps)")
+    p.add_argument("--target-fps", type=_positive, default=60.0, metavar="FPS",
+                   help="frame rate the resolution budget aims for (default 60)")
     p.add_argument("--stills", default="stills", metavar="DIR",
                    help="where the s key and /lj/trigger/still save PNGs (default ./stills)")
     p.add_argument("--cues", metavar="FILE",
@@ -244,7 +249,8 @@ def _live_options(args) -> "LiveOptions":
         stills_dir=args.stills, cues=getattr(args, "cues", None),
         presets_dir=getattr(args, "presets", None),
         output_size=args.output_size, fit=args.fit, record=args.record,
-        record_dir=args.record_dir, record_fps=args.record_fps, outputs=getattr(args, "outputs", None))
+        record_dir=args.record_dir, record_fps=args.record_fps, outputs=getattr(args, "outputs", None),
+        resolution_budget=not args.fixed_size, target_fps=args.target_fps)
 
 
 def _run_live(make_source, args) -> int:

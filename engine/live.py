@@ -67,6 +67,8 @@ class LiveOptions:
     record_dir: str = "recordings"   # where key r / /lj/record/start without a path record to
     record_fps: float = 30.0
     outputs: list[str] | None = None  # ndi:NAME, v4l2:/dev/videoN, ... (engine/render/outputs.py)
+    resolution_budget: bool = True  # render below --size when the generator is too slow
+    target_fps: float = 60.0        # the frame rate the resolution budget aims for
 
 
 class StopFlag:
@@ -107,6 +109,8 @@ def overlay_lines(stats: FrameStats, session: Session, gen_ms: float) -> list[st
         lines.append("  ".join(row))
     if session.last_error:
         lines.append("! " + session.last_error[:110])
+    if getattr(session.runner, "budget_note", None):
+        lines.append(session.runner.budget_note[:110])
     return lines
 
 
@@ -165,6 +169,8 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
             ctx = window.ctx
         session.attach_renderer(ctx, opts.output_size or (opts.size, opts.size))
         session.renderer.fit = opts.fit
+        if opts.resolution_budget:  # render smaller when the generator cannot hold the rate
+            session.runner.enable_budget(opts.target_fps)
         if opts.outputs:
             from engine.render.outputs import Outputs
 

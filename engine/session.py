@@ -234,6 +234,9 @@ class Session:
 
         h, w = self.size
         self.renderer = Renderer(ctx, (w, h), output_size, self.mapping.shader_chain, SHADER_DIR)
+        from engine.render.gpu_upload import make_uploader  # CUDA-GL interop / PBOs / plain
+
+        self.renderer.uploader = make_uploader(ctx, self.runner)
         for err in self.renderer.errors:
             log.error("%s", err)
         check_uniform_targets(self.mapping, self.renderer.inputs)

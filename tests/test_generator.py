@@ -8,6 +8,7 @@ from engine.errors import GeneratorError
 from engine.frame import FrameParams
 from engine.generators.base import z_from_seed
 from engine.generators.cppn import CPPNGenerator
+from engine.generators.flow import FlowGenerator
 from engine.generators.runner import GeneratorRunner, load_generator, to_rgb8_, truncate_
 
 
@@ -150,10 +151,10 @@ class Exploding(CPPNGenerator):
         super().__init__((16, 16))
         self.fail = False
 
-    def synthesize(self, w_plus, noise_strength=0.0):
+    def synthesize(self, w_plus, noise_strength=0.0, params=None):
         if self.fail:
             raise RuntimeError("boom")
-        return super().synthesize(w_plus, noise_strength)
+        return super().synthesize(w_plus, noise_strength, params)
 
 
 def test_runner_holds_the_last_good_frame_and_logs_once(caplog):
@@ -183,3 +184,112 @@ def test_unknown_generator_is_a_clear_error():
     with pytest.raises(GeneratorError, match="unknown generator 'nope'"):
         load_generator("nope", (32, 32))
     assert z_from_seed(7, 4).tolist() == z_from_seed(7, 4).tolist()
+
+
+def low_frequency_share(diff: np.ndarray, cutoff: int = 6) -> float:
+    """Share of the luminance difference's spectral energy within ``cutoff`` cycles per picture."""
+    lum = diff.mean(0)
+    power = np.abs(np.fft.fft2(lum)) ** 2
+    fy = np.fft.fftfreq(lum.shape[0]) * lum.shape[0]
+    fx = np.fft.fftfreq(lum.shape[1]) * lum.shape[1]
+    low = np.hypot(fy[:, None], fx[None]) <= cutoff
+    return float(power[low].sum() / power.sum())
+
+
+@pytest.mark.parametrize("family", [CPPNGenerator, FlowGenerator])
+def test_coarse_styles_move_structure_fine_styles_texture(family):
+    """The same step in w, applied to the coarse rows or to the fine rows: the coarse change
+    puts clearly more of its energy into low spatial frequencies (measured on the image)."""
+    g = family((96, 96))
+    groups = g.layer_groups()
+    shares = {"coarse": [], "fine": []}
+    for seed in range(6):
+        w, other = w_plus_for(g, seed), w_plus_for(g, 100 + seed)
+        base = synth(g, w).numpy()
+        for name in shares:
+            moved = w.copy()
+            rows = list(groups[name])
+            moved[rows] += 0.3 * (other[rows] - w[rows])
+            shares[name].append(low_frequency_share(synth(g, moved).numpy() - base))
+    coarse, fine = np.mean(shares["coarse"]), np.mean(shares["fine"])
+    assert coarse > fine + 0.1, (coarse, fine)
+
+
+@pytest.mark.parametrize("family", [CPPNGenerator, FlowGenerator])
+def test_noise_is_per_layer_and_graded(family):
+    """Each layer's noise input changes the picture on its own; coarse noise (layer 0) moves
+    low frequencies, the fine grain (layer 5) high ones."""
+    g = family((96, 96))
+    w = w_plus_for(g, 3)
+    base = synth(g, w).numpy()
+    shares = []
+    for layer in range(6):
+        strength = torch.zeros(6)
+        strength[layer] = 0.6
+        diff = synth(g, w, strength).numpy() - base
+        assert np.abs(diff).mean() > 0.003, f"noise of layer {layer} does nothing"
+        shares.append(low_frequency_share(diff))
+    assert shares[0] > 0.5 > shares[5], shares
+    # a float and a 0-d tensor mean the same for every layer
+    assert torch.equal(synth(g, w, 0.3), synth(g, w, torch.tensor(0.3)))
+    assert torch.equal(synth(g, w, 0.3), synth(g, w, torch.full((6,), 0.3)))
+
+
+def test_resizable_and_protocol_attributes():
+    g = CPPNGenerator((32, 32))
+    assert g.resizable and g.supports_half and g.has_noise
+    assert g.param_names == () and g.default_params().shape == (0,)
+    space = g.latent_space()
+    assert space.param_ranges == {} and space.has_noise
+    g.set_resolution((16, 24))
+    assert synth(g, w_plus_for(g, 1)).shape == (3, 16, 24)
+
+
+# -- the second family: builtin:flow ----------------------------------------------------------------
+def test_flow_is_a_picture_deterministic_and_any_size():
+    g = FlowGenerator((48, 64))
+    assert load_generator("builtin:flow", (48, 64)).resolution == (48, 64)
+    a = synth(g, w_plus_for(g, 3))
+    assert a.shape == (3, 48, 64) and -1 <= a.min() and a.max() <= 1 and a.std() > 0.2
+    assert torch.equal(a, synth(FlowGenerator((48, 64)), w_plus_for(g, 3)))
+    assert (a - synth(g, w_plus_for(g, 4))).abs().mean() > 0.05
+    brightest = [int(synth(g, w_plus_for(g, seed)).mean((1, 2)).argmax()) for seed in range(24)]
+    counts = np.bincount(brightest, minlength=3)
+    assert counts.min() >= 3 and counts.max() <= 14, counts
+    g.set_resolution((17, 31))
+    assert synth(g, w_plus_for(g, 3)).shape == (3, 17, 31)
+
+
+def test_flow_params_zoom_and_swirl():
+    g = FlowGenerator((48, 48))
+    w = torch.from_numpy(w_plus_for(g, 5))[None]
+    assert g.param_names == ("zoom", "swirl")
+    assert g.latent_space().param_ranges == {"zoom": (1.0, 0.25, 4.0), "swirl": (0.0, -3.0, 3.0)}
+    with torch.inference_mode():
+        plain = g.synthesize(w, 0.0)[0].clone()
+        assert torch.equal(plain, g.synthesize(w, 0.0, g.default_params())[0])
+        zoomed = g.synthesize(w, 0.0, torch.tensor([2.0, 0.0]))[0].clone()
+        swirled = g.synthesize(w, 0.0, torch.tensor([1.0, 2.0]))[0].clone()
+    # both act about the centre: the middle of the picture moves much less than the whole
+    for changed in (zoomed, swirled):
+        whole = (changed - plain).abs().mean()
+        centre = (changed[:, 22:26, 22:26] - plain[:, 22:26, 22:26]).abs().mean()
+        assert whole > 0.05 and centre < 0.5 * whole, (whole, centre)
+
+
+def test_runner_feeds_flow_its_params_from_frame_params():
+    g = FlowGenerator((32, 32))
+    runner = GeneratorRunner(g, device="cpu", threaded=False)
+    p = params_for(g, 3)
+    runner.submit(p)
+    plain = runner.result().copy()
+    p.generator = {"swirl": 2.5}
+    runner.submit(p)
+    swirled = runner.result().copy()
+    p.generator = {"swirl": 99.0}  # clamped to the range's 3.0
+    runner.submit(p)
+    clamped = runner.result().copy()
+    p.generator = {"swirl": 3.0}
+    runner.submit(p)
+    assert np.abs(swirled.astype(int) - plain).mean() > 5
+    assert np.array_equal(clamped, runner.result())

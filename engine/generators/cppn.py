@@ -44,7 +44,7 @@ import math
 import torch
 from torch import nn
 
-from engine.generators.base import Generator
+from engine.generators.base import Generator, per_layer
 
 _WEIGHT_SEED = 0x1A7E  # the network's identity: change it and every saved seed changes look
 _TURN = 1.0 / (2.0 * math.pi)  # radians -> turns, the wave's period
@@ -132,6 +132,8 @@ class CPPNGenerator(Generator):
     w_dim = 64
     num_layers = 6
     has_noise = True
+    resizable = True
+    supports_half = True
 
     def __init__(self, resolution: tuple[int, int] = (256, 256), channels: int = 12, bases: int = 6):
         super().__init__()
@@ -183,6 +185,23 @@ class CPPNGenerator(Generator):
         self.a_gain = _Affine(wd, 1, scale=0.08, base=0.5, gen=gen)      # style 5: contrast
         self.a_noise = _Affine(wd, 3, scale=0.02, base=0.1, gen=gen)     # style 5: grain per channel
 
+        # Texture (fine styles): two plane waves of 8-16 cycles per picture height added to the
+        # output before the squash, so they ripple the contours. Style 4 sets their frequency and
+        # direction, style 5 their phase and their amplitude per opponent channel (mostly luma).
+        self.register_buffer("tex_freq", torch.tensor([4.2, 6.3]) * (1.0 + 0.1 * torch.rand(2, generator=gen)))
+        self.register_buffer("tex_angle", torch.rand(2, generator=gen) * math.pi)
+        self.register_buffer("tex_amp", torch.tensor([[0.16, 0.13], [0.03, -0.04], [-0.02, 0.04]]))
+        self.a_tex = _Affine(wd, 4, scale=0.5, base=0.0, gen=gen)        # style 4: log-frequency, angle
+        self.a_tex_phase = _Affine(wd, 2, scale=3.0, base=0.0, gen=gen)  # style 5: phase (radians)
+        self.a_tex_amp = _Affine(wd, 6, scale=0.12, base=0.0, gen=gen)   # style 5: amplitude
+
+        # Noise inputs, one strength per layer (as in StyleGAN: coarse noise moves structure,
+        # fine noise is grain). Two fixed fields on the hidden grid: a smooth one (about 12
+        # blobs across) and a white one; each enters a layer as one extra column of its matrix.
+        self.register_buffer("nw_coarse", torch.randn(2, c, generator=gen) * 0.9)   # noise 0, 1
+        self.register_buffer("nw_detail", torch.randn(2, c, generator=gen) * 0.35)  # noise 2, 3
+        self.register_buffer("nw_out", torch.tensor([0.35, 0.08, 0.08]))            # noise 4
+
         with torch.no_grad():
             z = torch.randn(4096, self.latent_dim, generator=gen)
             self.register_buffer("w_avg", self.mapping(z).mean(0))
@@ -190,6 +209,11 @@ class CPPNGenerator(Generator):
                 if isinstance(module, _Affine):
                     module.center(self.w_avg)
         self._workspace: dict = {}
+
+    def set_resolution(self, resolution: tuple[int, int]) -> None:
+        """Render at ``(h, w)`` from now on (any size; the workspace is rebuilt on the next frame)."""
+        self.resolution = (int(resolution[0]), int(resolution[1]))
+        self._workspace = {}
 
     # -- mapping -------------------------------------------------------------------------------
     def mapping(self, z: torch.Tensor) -> torch.Tensor:
@@ -226,14 +250,27 @@ class CPPNGenerator(Generator):
         while math.gcd(step, hw + 2) != 1:
             step += 1
         gen = torch.Generator().manual_seed(_WEIGHT_SEED + h * 7919 + w)
+        # The noise fields (rows c+1, c+2 of the hidden states): smooth and white, unit spread.
+        coarse = torch.randn(1, 1, max(2, (hh + 2) // 10), max(2, (hw + 2) // 10), generator=gen)
+        coarse = nn.functional.interpolate(coarse, size=(hh + 2, hw + 2), mode="bicubic", align_corners=True)
+        coarse = (coarse - coarse.mean()) / coarse.std().clamp_min(1e-6)
+        white = torch.randn(1, 1, hh + 2, hw + 2, generator=gen)
+        fields = torch.cat([coarse, white], 1).view(1, 2, n_lo).to(device, dtype)
+        # Rows of h0: c hidden features, a constant 1 (biases ride in the matrices), the two
+        # noise fields, the two texture waves. h1 has the first c + 3 of those.
+        h0 = torch.ones(batch, c + 5, n_lo, device=device, dtype=dtype)
+        h1 = torch.ones(batch, c + 3, n_lo, device=device, dtype=dtype)
+        h0[:, c + 1:c + 3] = fields
+        h1[:, c + 1:c + 3] = fields
         ws = {
             "phi_x": torch.cat([ang_x.sin(), ang_x.cos(), xs[None].square()]),   # [2F+1, w]
             "phi_y": torch.cat([ang_y.sin(), ang_y.cos(), ys[None].square()]),   # [2F+1, h]
             "grain": torch.randn(1, 1, 2 * hh * 2 * hw, generator=gen).to(device, dtype),
-            # Hidden states carry an extra constant-1 row so each layer's bias folds into its
-            # matrix: one bmm per layer, no separate pass to broadcast a bias.
-            "h0": torch.ones(batch, c + 1, n_lo, device=device, dtype=dtype),
-            "h1": torch.ones(batch, c + 1, n_lo, device=device, dtype=dtype),
+            # Hidden states carry the constant row and the noise fields so each layer's bias and
+            # noise fold into its matrix: one bmm per layer, no pass to broadcast either.
+            "h0": h0,
+            "h1": h1,
+            "xs": xs, "ys": ys,
             "tmp": torch.empty(batch, c, n_lo, device=device, dtype=dtype),
             "lo": torch.empty(batch, 3, n_lo, device=device, dtype=dtype),
             "mid": torch.empty(batch * 3, hh + 2, 2 * hw, device=device, dtype=dtype),
@@ -248,8 +285,14 @@ class CPPNGenerator(Generator):
         self._workspace[key] = ws
         return ws
 
-    def synthesize(self, w_plus: torch.Tensor, noise_strength: float | torch.Tensor = 0.0) -> torch.Tensor:
+    def synthesize(self, w_plus: torch.Tensor, noise_strength: float | torch.Tensor = 0.0,
+                   params: torch.Tensor | None = None) -> torch.Tensor:
         """Render ``w_plus`` ``[B, 6, 64]`` to ``[B, 3, h, w]`` in ``[-1, 1]``.
+
+        ``noise_strength`` (``[6]``, or one value for all) weighs one noise input per layer:
+        0 and 1 add a smooth field to hidden layers 1 and 2 (the structure wobbles), 2 and 3 a
+        white field to the same layers, 4 white noise to the colour output, 5 full-resolution
+        grain. ``params`` is ignored (this generator has none).
 
         The returned tensor is a view of this generator's workspace: it is overwritten by the next
         call, so copy it if it must outlive the frame. (For odd sizes it is a cropped view.)
@@ -260,6 +303,7 @@ class CPPNGenerator(Generator):
         ws = self._workspace_for(b, w_plus.dtype, w_plus.device)
         hh, hw = ws["hidden"]
         s = [w_plus[:, i] for i in range(self.num_layers)]
+        noise = per_layer(noise_strength, self.num_layers, w_plus)              # [6]
 
         # Layer 0: sin(u(x) + v(y)) = sin u cos v + cos u sin v, from per-axis tables.
         scale = self.a_scale(s[1])[:, :, None]                                   # [B, C, 1]
@@ -274,15 +318,30 @@ class CPPNGenerator(Generator):
         x0.addcmul_(u.cos()[:, :, None, :], v.sin()[:, :, :, None])
 
         # Layers 1, 2: modulated mixing (weights scaled per input channel by the style), the
-        # bias riding in the last column against the constant row; arguments are in turns.
-        m1 = torch.cat([self.w1[None] * self.a_m1(s[2])[:, None, :], self.a_b1(s[2])[:, :, None]], 2)
-        _wave_(torch.bmm(m1.mul_(_TURN), h0, out=h1[:, :c]), tmp)
-        m2 = torch.cat([self.w2[None] * (self.a_m2(s[3]) * _WAVE)[:, None, :], self.a_b2(s[3])[:, :, None]], 2)
-        x2 = _wave_(torch.bmm(m2.mul_(_TURN), h1, out=h0[:, :c]), tmp)
+        # bias and the noise weights riding in the last columns against the constant row and
+        # the noise fields; arguments are in turns.
+        n1 = torch.stack([self.nw_coarse[0] * noise[0], self.nw_detail[0] * noise[2]], 1)  # [C, 2]
+        n2 = torch.stack([self.nw_coarse[1] * noise[1], self.nw_detail[1] * noise[3]], 1)
+        m1 = torch.cat([self.w1[None] * self.a_m1(s[2])[:, None, :], self.a_b1(s[2])[:, :, None],
+                        n1[None].expand(b, c, 2)], 2)
+        _wave_(torch.bmm(m1.mul_(_TURN), h0[:, :c + 3], out=h1[:, :c]), tmp)
+        m2 = torch.cat([self.w2[None] * (self.a_m2(s[3]) * _WAVE)[:, None, :], self.a_b2(s[3])[:, :, None],
+                        n2[None].expand(b, c, 2)], 2)
+        _wave_(torch.bmm(m2.mul_(_TURN), h1, out=h0[:, :c]), tmp)
+
+        # Texture (styles 4, 5): two plane waves into rows c+3, c+4, separable like layer 0.
+        tex = self.a_tex(s[4]).view(b, 2, 2)
+        freq = (self.tex_freq * tex[:, :, 0].exp() * (2.0 * math.pi))[:, :, None]    # [B, 2, 1]
+        angle = (self.tex_angle + tex[:, :, 1])[:, :, None]
+        tu = (angle.cos() * freq) * ws["xs"] + self.a_tex_phase(s[5])[:, :, None]      # [B, 2, w]
+        tv = (angle.sin() * freq) * ws["ys"]                                           # [B, 2, h]
+        xt = h0[:, c + 3:].view(b, 2, hh + 2, hw + 2)
+        torch.mul(tu.sin()[:, :, None, :], tv.cos()[:, :, :, None], out=xt)
+        xt.addcmul_(tu.cos()[:, :, None, :], tv.sin()[:, :, :, None])
 
         # Output: statistics of the hidden features (with the constant row: means ride along),
         # then the palette normalised in opponent space and turned into RGB.
-        sub = ws["sub"].copy_(h0[:, :, ::ws["lattice"]])
+        sub = ws["sub"].copy_(h0[:, :c + 1, ::ws["lattice"]])
         gram = torch.bmm(sub, sub.transpose(1, 2), out=ws["gram"]).mul_(1.0 / sub.shape[2])
         palette = (self.w_out[None] + self.a_mo(s[4]).view(b, 3, c) * (1.0 / math.sqrt(c))) * _WAVE
         mean = palette @ gram[:, :c, c:]                                        # [B, 3, 1]
@@ -291,6 +350,9 @@ class CPPNGenerator(Generator):
         norm = torch.cat([var[:, :1], chroma_var, chroma_var], 1).add_(1e-3).rsqrt_()
         norm = norm * torch.cat([torch.ones_like(chroma_var), self.a_sat(s[4])[:, :, None].expand(b, 2, 1)], 1)
         opp = torch.cat([palette, self.a_bo(s[5])[:, :, None] - mean], 2) * norm   # [B, 3, C+1]
+        fields = torch.cat([torch.zeros_like(self.nw_out), self.nw_out * noise[4]]).view(2, 3).T  # [3, 2]
+        texture = self.tex_amp + self.a_tex_amp(s[5]).view(b, 3, 2)                       # [B, 3, 2]
+        opp = torch.cat([opp, fields[None].expand(b, 3, 2), texture], 2)                  # [B, 3, C+5]
         rgb = _hue_rotation(self.a_hue(s[4]), self.hue_basis) @ self.opponent * (self.a_gain(s[5]) * _UP)[:, :, None]
         mo = rgb @ opp
         lo = torch.bmm(mo, h0, out=ws["lo"])
@@ -298,8 +360,7 @@ class CPPNGenerator(Generator):
         # Full resolution: upsample the pre-activation, add grain, squash 1.5 x - 0.5 x^3.
         out, sq = ws["out"], ws["sq"]
         _upsample2x_(lo.view(b * 3, hh + 2, hw + 2), ws["mid"], out.view(b * 3, 2 * hh, 2 * hw))
-        if not isinstance(noise_strength, (int, float)) or noise_strength != 0.0:
-            out.addcmul_((self.a_noise(s[5]) * noise_strength)[:, :, None], ws["grain"])
+        out.addcmul_((self.a_noise(s[5]) * noise[5])[:, :, None], ws["grain"])
         out.clamp_(-1.0, 1.0)
         torch.addcmul(ws["three_halves"], out, out, value=-0.5, out=sq)
         out.mul_(sq)

@@ -398,6 +398,8 @@ class Renderer:
         self._audio_tex: dict[tuple, moderngl.Texture] = {}  # (ISF type, width) -> texture
         self._audio_rows: dict[tuple, np.ndarray] = {}       # ... its [width, 4] float32 texels
         self._audiotex = None                                # AudioTextures, when needed
+        # Optional frame uploader (engine.render.gpu_upload: CUDA-GL interop, PBOs, any size).
+        self.uploader = None
         for f in self._fbos:
             f.clear(0.0, 0.0, 0.0, 1.0)
         self.set_chain(chain)
@@ -617,11 +619,9 @@ class Renderer:
         ``time`` is the frame time in seconds (TIME; TIMEDELTA is the difference to the last
         call, 0 on the first); ``audio`` feeds ``uniform float lj_<feature>`` declarations."""
         w, h = self.input_size
-        if image_u8.shape != (h, w, 3) or image_u8.dtype != np.uint8:
+        if self.uploader is None and (image_u8.shape != (h, w, 3) or image_u8.dtype != np.uint8):
             raise RenderError(f"render input must be uint8 [{h}, {w}, 3], got "
                               f"{image_u8.dtype} {list(image_u8.shape)}")
-        if not image_u8.flags.c_contiguous:
-            image_u8 = np.ascontiguousarray(image_u8)
         uniforms = uniforms if uniforms is not None else {}
         audio = audio if audio is not None else {}
         time = float(time)
@@ -632,19 +632,24 @@ class Renderer:
         ctx.disable(moderngl.BLEND)
         # Upload bottom row first (GL's order): a cheap CPU copy instead of a flipping pass, so
         # the first effect samples the generator's frame directly, at any size.
-        np.copyto(self._upload, image_u8[::-1])
-        self._input.write(self._upload)
+        if self.uploader is not None:  # returns the texture holding the frame, GL row order
+            src_in = self.uploader.upload(image_u8, self._input)
+        else:
+            np.copyto(self._upload, image_u8[::-1])
+            self._input.write(self._upload)
+            src_in = self._input
         # The generator's frame is fitted into the output once (bicubic when enlarged); a frame
-        # of the output's size goes to the first effect as it is.
-        scaled = self.input_size != self.output_size
+        # of the output's size goes to the first effect as it is. (A frame the resolution budget
+        # made smaller is scaled up here too.)
+        scaled = tuple(src_in.size) != tuple(self.output_size)
         if scaled:
-            self._scale_to(self._input, self._fbos[0], self.output_size, self.fit)
+            self._scale_to(src_in, self._fbos[0], self.output_size, self.fit)
         if not self._effects:
             if not scaled:
-                self._copy_to(self._input, self._fbos[0])
+                self._copy_to(src_in, self._fbos[0])
             self._result_tex, self._result_fbo = self._chain[0], self._fbos[0]
         else:
-            src = self._chain[0] if scaled else self._input
+            src = self._chain[0] if scaled else src_in
             for e in self._effects:
                 e.set_values(uniforms, audio, time, delta, self._frame)
                 dst = self._fbos[1] if src is self._chain[0] else self._fbos[0]
