@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.control import Controls, OscQueryServer, OscSender, OscServer
+from engine.control.hooks import LiveControl
 from engine.errors import ControlError
 from engine.paths import find_mapping
 from engine.session import FrameStats, Session
@@ -114,6 +115,7 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
     stop = stop or StopFlag()
     controls = Controls(smoothing=opts.osc_smoothing)
     server = query = sender = session = window = ctx = overlay = None
+    live_control = LiveControl(controls)
     prev = None
     source_started = False
     stats = FrameStats()
@@ -147,6 +149,7 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
                 window.hide_cursor()
             ctx = window.ctx
         session.attach_renderer(ctx, (opts.size, opts.size))
+        live_control.on_mapping(session)
         if window is not None:
             from engine.render.overlay import Overlay
 
@@ -190,8 +193,10 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
                 session.renderer.reload_changed()  # edited shaders; a broken one keeps the old
             if session.apply_reload():
                 declare_params(controls, session.mapping)
+                live_control.on_mapping(session)
 
             params = session.params_at(source.ring, source.position, snap.params)
+            live_control.frame(params, snap, session)  # OSC/MIDI overrides, at the mapping stage
             runner = session.runner
             if runner.idle:  # a slow frame still in the works is not waited for here
                 runner.submit(params)
@@ -238,6 +243,7 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
     finally:
         if source_started:
             source.stop()
+        live_control.close()
         if query is not None:
             query.stop()
         if server is not None:

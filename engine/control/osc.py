@@ -7,6 +7,8 @@ Address space v1 (see ``docs/osc.md``)::
          /lj/mapping/load   s                       ask the show to load another mapping file
          /lj/get            s                       reply "<address> <value>" for every match
          /lj/list                                   reply "/lj/list s s ..." (the address space)
+         /lj/fx/<effect>/<input>, /lj/truncation, /lj/noise   f (0-1)   direct override
+         /lj/release        [s]                     give direct targets back to the mapping
 
 Addresses may be OSC 1.0 patterns (``/lj/param/*``, ``/lj/param/{speed,glow}``), matched against
 the known address space (:meth:`Controls.addresses`). Bundles time-tagged in the future are held in
@@ -33,8 +35,8 @@ from collections.abc import Iterable
 
 from engine.control.pattern import PatternError, is_pattern, match
 from engine.control.sender import OscSender
-from engine.control.space import (GET, LIST, MAPPING_LOAD, NAME_RE, PARAM_PREFIX, STATE_PREFIX,
-                                  TRIGGER_PREFIX)
+from engine.control.space import (GET, LIST, MAPPING_LOAD, NAME_RE, PARAM_PREFIX, READ, RELEASE,
+                                  TRIGGER_PREFIX, WRITE)
 from engine.control.state import Controls
 from engine.control.wire import check_packet, encode_message, flatten, pack_datagrams
 from engine.errors import ControlError
@@ -90,6 +92,14 @@ def _param_value(args: list) -> float | None:
     return None
 
 
+def _one_string(args: list, take) -> str:
+    """Hand the one string argument of a command to ``take``: "ok", or "bad" for other arguments."""
+    if len(args) == 1 and isinstance(args[0], str):
+        take(args[0])  # a value it refuses is counted there
+        return "ok"
+    return "bad"
+
+
 class _ReplyBudget:
     """A token bucket of bytes: replies stop when a flood of queries would amplify traffic."""
 
@@ -134,6 +144,9 @@ class OscServer:
         # Pattern matches, valid for one version of the address space (server thread only).
         self._match_version = -1
         self._matches: dict[str, list[str]] = {}
+        self._direct_version = -1
+        self._direct_cache: frozenset = frozenset()
+        self._command_table = self._commands()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -308,6 +321,18 @@ class OscServer:
 
     # -- applying messages --------------------------------------------------------------------
 
+    def _commands(self) -> dict:
+        """Exact command addresses -> handler(args) returning "ok" / "bad" / "unknown".
+
+        One line per address: other stages add theirs here (queue the work in ``Controls``,
+        never do it on this thread).
+        """
+        c = self.controls
+        return {
+            MAPPING_LOAD: lambda a: _one_string(a, c.request_mapping),
+            RELEASE: self._release,
+        }
+
     def _apply(self, address: str, args: list, reply_to: tuple | None) -> None:
         controls = self.controls
         controls.count("messages")
@@ -342,8 +367,8 @@ class OscServer:
             self._match_version = version
         targets = self._matches.get(pattern)
         if targets is None:
-            writable = [a for a in self.controls.addresses()
-                        if a.startswith((PARAM_PREFIX, TRIGGER_PREFIX)) or a == MAPPING_LOAD]
+            writable = [i.address for i in self.controls.describe()
+                        if i.access & WRITE and i.address not in (GET, LIST, RELEASE)]
             try:
                 targets = match(pattern, writable)
             except PatternError as exc:
@@ -372,12 +397,39 @@ class OscServer:
                 elif not isinstance(args[0], (int, float)):
                     return "bad"
                 return "ok"
-        elif address == MAPPING_LOAD:
-            if len(args) == 1 and isinstance(args[0], str):
-                controls.request_mapping(args[0])
+        else:
+            handler = self._command_table.get(address)
+            if handler is not None:
+                return handler(args)
+            if address in self._direct_set:
+                value = _param_value(args)
+                if value is None:
+                    return "bad"
+                controls.set_direct(address, value)
                 return "ok"
-            return "bad"
         return "unknown"
+
+    @property
+    def _direct_set(self) -> frozenset:
+        """The declared direct addresses (cached per version of the address space)."""
+        version = self.controls.version
+        if self._direct_version != version:
+            self._direct_cache = frozenset(self.controls.direct_names())
+            self._direct_version = version
+        return self._direct_cache
+
+    def _release(self, args: list) -> str:
+        if not args:
+            self.controls.release_direct()
+            return "ok"
+        if len(args) != 1 or not isinstance(args[0], str):
+            return "bad"
+        try:
+            targets = match(args[0], self.controls.held_direct())
+        except PatternError:
+            return "bad"
+        self.controls.release_direct(targets)
+        return "ok"
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -386,7 +438,7 @@ class OscServer:
             self.controls.count("bad_values")
             self._warn.warning("OSC %s ignored: needs one string (an address or pattern), got %r", GET, args[:4])
             return
-        readable = [a for a in self.controls.addresses() if a.startswith((PARAM_PREFIX, STATE_PREFIX))]
+        readable = [i.address for i in self.controls.describe() if i.access & READ]
         try:
             targets = match(args[0], readable)
         except PatternError:

@@ -16,6 +16,7 @@ STATE_PREFIX = "/lj/state/"
 MAPPING_LOAD = "/lj/mapping/load"
 GET = "/lj/get"
 LIST = "/lj/list"
+RELEASE = "/lj/release"
 
 #: A name is one address segment: no '/', no OSC pattern characters, no spaces.
 NAME_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
@@ -45,4 +46,6 @@ FIXED = (
     AddressInfo(MAPPING_LOAD, "s", WRITE, "load the mapping file at this path"),
     AddressInfo(GET, "s", WRITE, "reply with the current value of every address the argument matches"),
     AddressInfo(LIST, "", WRITE, "reply with every address of this space"),
+    AddressInfo(RELEASE, "s", WRITE, "give the direct targets matching this address or pattern "
+                "(none: all) back to the mapping"),
 )
