@@ -177,6 +177,8 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
                         show_overlay = not show_overlay
                     elif key == "s":
                         want_still = True
+                    elif live_control.key(key):  # l: learn
+                        show_overlay = True
                 if window.should_close:
                     break
             snap = controls.snapshot()
@@ -210,7 +212,8 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
                     session.renderer.present(ctx.screen, (fb_w, fb_h))
                     if show_overlay and overlay is not None:
                         if frame_no % 15 == 0:
-                            overlay.set_lines(overlay_lines(stats, session, session.runner.last_gen_s * 1e3))
+                            overlay.set_lines(overlay_lines(stats, session, session.runner.last_gen_s * 1e3)
+                                              + live_control.overlay_lines())
                         overlay.draw((fb_w, fb_h))
                     window.swap()
             if sender is not None:

@@ -93,3 +93,37 @@ def test_direct_overrides_reach_the_frame_and_release_gives_it_back(tmp_path):
                  "the mapping's values again", timeout=20)
     stats = show.result["stats"]
     assert stats.last_params.truncation == pytest.approx(0.8)
+
+
+def test_a_learned_binding_survives_mapping_reloads(tmp_path):
+    """Autolume users' top complaint: learned controls are lost on reload. Here they are not."""
+    mapping = tmp_path / "show.toml"
+    mapping.write_text(MAPPING.format(name="show"))
+    with Show(tmp_path, mapping) as show:
+        c = show.controls
+        show.client.send_message("/lj/learn/param/glow", 1.0)
+        wait_for(lambda: c.bindings.learning == "/lj/param/glow", "learn mode", timeout=20)
+        show.client.send_message("/1/fader1", 0.2)
+        wait_for(lambda: c.in_effect().get("/lj/fx/feedback/amount") == pytest.approx(0.2),
+                 "the learned fader driving param.glow -> feedback.amount", timeout=20)
+        assert (tmp_path / "show.bindings.toml").exists()
+        # the file is edited (a reload by the file watcher) ...
+        mapping.write_text(MAPPING.format(name="show, edited"))
+        wait_for(lambda: show.result == {} and c.value("/lj/state/mapping") == "show, edited",
+                 "the edited mapping", timeout=30)
+        show.client.send_message("/1/fader1", 0.7)
+        wait_for(lambda: c.in_effect().get("/lj/fx/feedback/amount") == pytest.approx(0.7),
+                 "the fader still bound after the reload", timeout=20)
+        # ... and loaded again over OSC
+        show.client.send_message("/lj/mapping/load", str(mapping))
+        show.client.send_message("/1/fader1", 0.4)
+        wait_for(lambda: c.in_effect().get("/lj/fx/feedback/amount") == pytest.approx(0.4),
+                 "the fader bound after /lj/mapping/load", timeout=20)
+        assert c.bindings.table == {"/1/fader1": "/lj/param/glow"}
+    # a new show on the same mapping starts with the binding (read from the sidecar)
+    with Show(tmp_path, mapping) as show:
+        wait_for(lambda: show.controls.bindings.table == {"/1/fader1": "/lj/param/glow"},
+                 "the sidecar read at start", timeout=20)
+        show.client.send_message("/1/fader1", 0.9)
+        wait_for(lambda: show.controls.in_effect().get("/lj/fx/feedback/amount") == pytest.approx(0.9),
+                 "the binding in a new run", timeout=20)

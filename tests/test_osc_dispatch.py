@@ -176,7 +176,8 @@ def test_get_answers_the_sender_with_the_value(rig):
 def test_list_answers_the_address_space(rig):
     rig.send(built("/lj/list").dgram)
     (addresses,) = replies(rig.client).values()
-    assert addresses == ["/lj/mapping/load", "/lj/get", "/lj/list", "/lj/release", "/lj/param/speed",
+    assert addresses == ["/lj/mapping/load", "/lj/get", "/lj/list", "/lj/learn", "/lj/learn/cancel",
+                         "/lj/learn/forget", "/lj/release", "/lj/param/speed",
                          "/lj/param/spin", "/lj/param/glow", "/lj/trigger/flash", "/lj/trigger/cut"]
 
 

@@ -22,11 +22,51 @@ class LiveControl:
     def __init__(self, controls):
         self.controls = controls
         self.direct = DirectControl(controls)
+        self.bindings = controls.bindings
 
     def on_mapping(self, session) -> None:
-        """After start and after every mapping (or preset) reload: declare the new targets."""
+        """After start and after every mapping (or preset) reload: declare the new targets and
+        re-apply the bindings (the mapping's ``[bindings]`` and its learned sidecar)."""
         renderer = getattr(session, "renderer", None)
         self.direct.declare(renderer.inputs if renderer is not None else {})
+        mapping = getattr(session, "mapping", None)
+        self.bindings.attach(getattr(session, "mapping_path", None),
+                             getattr(mapping, "bindings", None) or {})
+
+    # -- keys and overlay ---------------------------------------------------------------------
+
+    def learn_targets(self) -> list[str]:
+        """What the ``l`` key cycles through: parameters, direct targets, triggers."""
+        from engine.control.space import FIXED, WRITE
+
+        fixed = {i.address for i in FIXED}
+        return [i.address for i in self.controls.describe()
+                if i.access & WRITE and i.address not in fixed]
+
+    def key(self, name: str) -> bool:
+        """Handle a key of the window; True if it was the control stage's (``l``: learn).
+
+        Each press of ``l`` puts the next target in learn mode (parameters, then shader inputs,
+        truncation, noise, triggers); after the last one it leaves learn mode.
+        """
+        if name != "l":
+            return False
+        targets = self.learn_targets()
+        current = self.bindings.learning
+        if current in targets and targets.index(current) + 1 < len(targets):
+            self.bindings.learn(targets[targets.index(current) + 1])
+        elif current is None and targets:
+            self.bindings.learn(targets[0])
+        else:
+            self.bindings.cancel()
+        return True
+
+    def overlay_lines(self) -> list[str]:
+        """Lines for the ``h`` overlay while learning, or right after a control was learned."""
+        learning = self.bindings.learning
+        if learning is not None:
+            return [f"LEARN {learning}: move a control (l: next target)"]
+        return []
 
     def frame(self, params, snap, session=None) -> None:
         """Apply the held direct overrides to this frame's parameters and publish what is in effect."""

@@ -37,6 +37,7 @@ from engine.control.pattern import PatternError, is_pattern, match
 from engine.control.sender import OscSender
 from engine.control.space import (GET, LIST, MAPPING_LOAD, NAME_RE, PARAM_PREFIX, READ, RELEASE,
                                   TRIGGER_PREFIX, WRITE)
+from engine.control.learn import LEARN, LEARN_CANCEL, LEARN_FORGET, LEARN_PREFIX, osc_value
 from engine.control.state import Controls
 from engine.control.wire import check_packet, encode_message, flatten, pack_datagrams
 from engine.errors import ControlError
@@ -90,6 +91,18 @@ def _param_value(args: list) -> float | None:
         value = float(value)
         return value if math.isfinite(value) else None
     return None
+
+
+#: Commands a pattern never reaches (``/lj/*`` must not fire queries or learn mode).
+_NOT_BY_PATTERN = frozenset((GET, LIST, RELEASE, LEARN, LEARN_CANCEL, LEARN_FORGET))
+
+
+def _press(args: list, act) -> str:
+    """Run ``act`` for a button press: no argument or a non-zero number (a release, 0, is ignored)."""
+    if not args or (isinstance(args[0], (int, float)) and args[0]):
+        result = act()
+        return result if isinstance(result, str) else "ok"
+    return "ok" if isinstance(args[0], (int, float)) else "bad"
 
 
 def _one_string(args: list, take) -> str:
@@ -155,6 +168,7 @@ class OscServer:
         if self._thread is not None:
             return
         self._sock = self._bind()
+        self.controls.bindings.dispatch = self._dispatch_bound  # bound values reach every address
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="lj-osc-in", daemon=True)
         self._thread.start()
@@ -328,9 +342,13 @@ class OscServer:
         never do it on this thread).
         """
         c = self.controls
+        b = c.bindings
         return {
             MAPPING_LOAD: lambda a: _one_string(a, c.request_mapping),
             RELEASE: self._release,
+            LEARN: lambda a: self._learn(a[0]) if len(a) == 1 and isinstance(a[0], str) else "bad",
+            LEARN_CANCEL: lambda a: _press(a, b.cancel),
+            LEARN_FORGET: lambda a: _one_string(a, b.forget),
         }
 
     def _apply(self, address: str, args: list, reply_to: tuple | None) -> None:
@@ -342,7 +360,9 @@ class OscServer:
         if address == LIST:
             self._answer_list(reply_to)
             return
-        if not is_pattern(address):
+        if not address.startswith("/lj/"):
+            result = self._apply_bound(address, args)
+        elif not is_pattern(address):
             result = self._apply_one(address, args)
         else:
             targets = self._match_writable(address)
@@ -368,7 +388,7 @@ class OscServer:
         targets = self._matches.get(pattern)
         if targets is None:
             writable = [i.address for i in self.controls.describe()
-                        if i.access & WRITE and i.address not in (GET, LIST, RELEASE)]
+                        if i.access & WRITE and i.address not in _NOT_BY_PATTERN]
             try:
                 targets = match(pattern, writable)
             except PatternError as exc:
@@ -401,6 +421,8 @@ class OscServer:
             handler = self._command_table.get(address)
             if handler is not None:
                 return handler(args)
+            if address.startswith(LEARN_PREFIX):
+                return _press(args, lambda: self._learn("/lj/" + address[len(LEARN_PREFIX):]))
             if address in self._direct_set:
                 value = _param_value(args)
                 if value is None:
@@ -417,6 +439,33 @@ class OscServer:
             self._direct_cache = frozenset(self.controls.direct_names())
             self._direct_version = version
         return self._direct_cache
+
+    def _apply_bound(self, address: str, args: list) -> str:
+        """A message from outside the /lj/ space: learned, applied through a binding, or unknown."""
+        bindings = self.controls.bindings
+        if bindings.learning is None and address not in bindings.table:
+            return "unknown"
+        value = osc_value(args)
+        if value is None:
+            return "bad"
+        return "ok" if bindings.feed(address, value) else "unknown"
+
+    def _learn(self, target: str) -> str:
+        """Learn mode for ``target`` (an address of the space, or a name like param.speed)."""
+        from engine.control.learn import target_address
+
+        address = target_address(target)
+        writable = {i.address for i in self.controls.describe() if i.access & WRITE}
+        if address is None or address not in writable or address in _NOT_BY_PATTERN \
+                or address == MAPPING_LOAD:
+            return "bad"
+        self.controls.bindings.learn(address)
+        return "ok"
+
+    def _dispatch_bound(self, address: str, args: list) -> None:
+        """How a bound value reaches its target: as if the message had arrived at that address."""
+        if self._apply_one(address, args) != "ok":
+            self.controls.count("bad_values")
 
     def _release(self, args: list) -> str:
         if not args:

@@ -46,6 +46,10 @@ FIXED = (
     AddressInfo(MAPPING_LOAD, "s", WRITE, "load the mapping file at this path"),
     AddressInfo(GET, "s", WRITE, "reply with the current value of every address the argument matches"),
     AddressInfo(LIST, "", WRITE, "reply with every address of this space"),
+    AddressInfo("/lj/learn", "s", WRITE, "learn: the next control that moves (an OSC address "
+                "outside /lj/, a MIDI CC or note) is bound to this target (e.g. /lj/param/speed)"),
+    AddressInfo("/lj/learn/cancel", "N", WRITE, "leave learn mode"),
+    AddressInfo("/lj/learn/forget", "s", WRITE, "remove the bindings of this source or target"),
     AddressInfo(RELEASE, "s", WRITE, "give the direct targets matching this address or pattern "
                 "(none: all) back to the mapping"),
 )

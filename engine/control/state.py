@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from numbers import Real
 
 from engine.control.direct import to_norm, to_real
+from engine.control.learn import Bindings
 from engine.control.smooth import Smoothed
 from engine.control.space import (FIXED, PARAM_PREFIX, READ, READ_WRITE, STATE_PREFIX, TRIGGER_PREFIX,
                                   WRITE, AddressInfo)
@@ -134,7 +135,9 @@ class Controls:
         self._direct_now: dict[str, float] = {}  # values in effect last frame (real units)
         self._commands: deque[tuple] = deque(maxlen=MAX_PENDING_TRIGGERS)
         self._stats: dict[str, int] = {k: 0 for k in STAT_NAMES}
-        self._version = 0  # bumped whenever an address is added (see :attr:`version`)
+        self._version = 0
+        #: Learned/declared control bindings (OSC addresses and MIDI controls -> targets).
+        self.bindings = Bindings(self)  # bumped whenever an address is added (see :attr:`version`)
 
     # -- the address space --------------------------------------------------------------------
 
@@ -192,6 +195,12 @@ class Controls:
     def _tau(self, name: str) -> float:
         decl = self._declared.get(name)
         return self.smoothing if decl is None or decl.smooth is None else decl.smooth
+
+    def param_range(self, name: str) -> tuple[float, float]:
+        """The declared ``(min, max)`` of parameter ``name`` (0..1 when undeclared)."""
+        with self._lock:
+            decl = self._declared.get(name)
+        return (decl.lo, decl.hi) if decl is not None else (0.0, 1.0)
 
     def param_names(self) -> list[str]:
         """Every parameter that is declared or has been set, in the order first seen."""
