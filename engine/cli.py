@@ -5,7 +5,7 @@
     lj demo                      the built-in demo: a window with sound, or a video file when headless
     lj run [--audio FILE | --input DEVICE] [--mapping FILE] ...   the live loop
     lj render SONG -o OUT.mp4    offline, as fast as the machine can, audio muxed in
-    lj devices                   list sound devices
+    lj devices                   list sound devices and MIDI inputs
     lj check MAPPING             validate a mapping file
     lj analyze SONG [-o DIR]     tempo, beats, onsets and feature curves as the live engine saw them
 
@@ -88,6 +88,8 @@ def _add_live(p: argparse.ArgumentParser) -> None:
     p.add_argument("--oscquery-port", type=_port, metavar="PORT",
                    help="serve OSCQuery (HTTP) on this TCP port (default: the OSC port's number)")
     p.add_argument("--no-oscquery", action="store_true", help="no OSCQuery discovery server")
+    p.add_argument("--midi", metavar="NAME|INDEX", action="append",
+                   help="MIDI input to play the show with (see lj devices; repeatable)")
     p.add_argument("--frames", type=int, help="stop after this many frames")
     p.add_argument("--seconds", type=_positive, help="stop after this many seconds")
     p.add_argument("--overlay", action="store_true", help="start with the h overlay shown")
@@ -133,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     _add_common(p)
 
-    sub.add_parser("devices", help="list sound devices")
+    sub.add_parser("devices", help="list sound devices and MIDI inputs")
 
     p = sub.add_parser("check", help="validate a mapping file")
     p.add_argument("mapping", help="mapping file")
@@ -190,7 +192,7 @@ def _live_options(args) -> "LiveOptions":
         oscquery_port=None if args.no_oscquery else (
             args.oscquery_port if args.oscquery_port is not None else args.osc_port),
         max_frames=args.frames, max_seconds=args.seconds, overlay=args.overlay,
-        stills_dir=args.stills)
+        stills_dir=args.stills, midi=args.midi)
 
 
 def _run_live(make_source, args) -> int:
@@ -273,6 +275,9 @@ def cmd_devices(args) -> int:
     from engine.audio.sources import list_devices
 
     print(list_devices())
+    from engine.control.midi import describe_inputs
+
+    print(describe_inputs())
     return 0
 
 

@@ -58,6 +58,8 @@ class LiveOptions:
     stills_dir: str = "stills"
     watch: bool = True
     overlay: bool = False
+    midi: list[str] | None = None  # MIDI inputs (names or indices); None: no MIDI
+    zeroconf: bool = True  # advertise OSC and OSCQuery on the LAN (mDNS)
 
 
 class StopFlag:
@@ -125,6 +127,7 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
                                allow=opts.osc_allow)
             server.start()  # a busy port fails here, before anything opens
         sender = OscSender(targets=opts.osc_out) if opts.osc_out else None
+        live_control.start(midi=opts.midi)
         mapping_path = find_mapping(opts.mapping) if opts.mapping else None
         session = Session(source.sample_rate, mapping_path, opts.generator,
                           (opts.size, opts.size))
@@ -182,6 +185,7 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
                 if window.should_close:
                     break
             snap = controls.snapshot()
+            live_control.commands(snap.commands, session)  # MIDI clock -> tempo
             want_still = want_still or "still" in snap.triggers
             if snap.mapping:
                 session.request_reload(find_mapping(snap.mapping))

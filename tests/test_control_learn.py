@@ -182,3 +182,24 @@ def test_learn_over_osc(rig):
     assert c.stats["bad_values"] == 2
     assert c.stats["unknown_addresses"] == 1  # the first /1/fader1
     assert c.snapshot().triggers == ["flash"]  # the learned button fired it once
+
+
+def test_the_example_controller_bindings_fit_the_all_osc_recipe():
+    """examples/bindings/nanokontrol2.bindings.toml: every entry is valid, and every target that
+    this branch routes exists for mappings/osc_faders.toml (params, its chain's shader inputs)."""
+    from pathlib import Path
+
+    from engine.control.direct import fx_targets
+    from engine.mapping import load_mapping
+
+    root = Path(__file__).resolve().parents[1]
+    raw = tomllib.loads((root / "examples/bindings/nanokontrol2.bindings.toml").read_text())["bindings"]
+    table = read_bindings(root / "examples/bindings/nanokontrol2.bindings.toml")
+    assert len(table) == len(raw) == 22
+    spec = load_mapping(root / "mappings/osc_faders.toml")
+    known = {f"/lj/param/{p}" for p in spec.params} | set(fx_targets(chain_inputs(
+        spec.shader_chain, SHADER_DIR))) | {"/lj/truncation", "/lj/noise", "/lj/trigger/still",
+                                            "/lj/release"}
+    others = {t for t in table.values() if t not in known}
+    assert others == {"/lj/tempo/tap", "/lj/tempo/reset", "/lj/scene/next", "/lj/scene/prev"}  # C4
+    assert sum(t.startswith("/lj/param/") for t in table.values()) == 8 == len(spec.params)

@@ -23,6 +23,7 @@ class LiveControl:
         self.controls = controls
         self.direct = DirectControl(controls)
         self.bindings = controls.bindings
+        self.midi = None
 
     def on_mapping(self, session) -> None:
         """After start and after every mapping (or preset) reload: declare the new targets and
@@ -68,10 +69,47 @@ class LiveControl:
             return [f"LEARN {learning}: move a control (l: next target)"]
         return []
 
+    def start(self, midi: list[str] | None = None) -> None:
+        """Open what the show asked for (MIDI inputs). A failure is one line; the show runs on."""
+        if midi:
+            from engine.control.midi import MidiInput
+            from engine.errors import ControlError
+
+            self.midi = MidiInput(self.controls, midi)
+            try:
+                self.midi.start()
+            except ControlError as exc:
+                log.warning("%s; running without MIDI", exc)
+                self.midi = None
+
+    def commands(self, commands, session) -> None:
+        """Queued commands for the audio stage: MIDI clock tempo and Start (beat one now).
+
+        The tracker's steering API (contract C3) is used through ``getattr``, so a tracker
+        without it is left alone.
+        """
+        if not commands:
+            return
+        extractor = getattr(getattr(session, "analysis", None), "extractor", None)
+        tracker = getattr(extractor, "beat", None)
+        for cmd in commands:
+            try:
+                if cmd[0] == "tempo" and hasattr(tracker, "set_tempo"):
+                    tracker.set_tempo(float(cmd[1]))
+                elif cmd[0] == "phase_reset" and hasattr(tracker, "reset_phase"):
+                    try:
+                        tracker.reset_phase()
+                    except TypeError:  # reset_phase(t) (contract C3's signature)
+                        tracker.reset_phase(tracker.now())
+            except (ValueError, TypeError, IndexError) as exc:
+                log.warning("control command %r ignored: %s", cmd[:2], exc)
+
     def frame(self, params, snap, session=None) -> None:
         """Apply the held direct overrides to this frame's parameters and publish what is in effect."""
         self.direct.apply(params, snap.direct)
         self.direct.publish(params)
 
     def close(self) -> None:
-        pass
+        if self.midi is not None:
+            self.midi.stop()
+            self.midi = None

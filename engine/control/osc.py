@@ -468,9 +468,8 @@ class OscServer:
             self.controls.count("bad_values")
 
     def _release(self, args: list) -> str:
-        if not args:
-            self.controls.release_direct()
-            return "ok"
+        if not args or isinstance(args[0], (int, float)):  # everything (a button: on press)
+            return _press(args, self.controls.release_direct)
         if len(args) != 1 or not isinstance(args[0], str):
             return "bad"
         try:
