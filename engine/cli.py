@@ -88,6 +88,8 @@ def _add_live(p: argparse.ArgumentParser) -> None:
     p.add_argument("--oscquery-port", type=_port, metavar="PORT",
                    help="serve OSCQuery (HTTP) on this TCP port (default: the OSC port's number)")
     p.add_argument("--no-oscquery", action="store_true", help="no OSCQuery discovery server")
+    p.add_argument("--no-zeroconf", action="store_true",
+                   help="do not advertise OSC/OSCQuery on the network (Zeroconf/mDNS)")
     p.add_argument("--midi", metavar="NAME|INDEX", action="append",
                    help="MIDI input to play the show with (see lj devices; repeatable)")
     p.add_argument("--frames", type=int, help="stop after this many frames")
@@ -192,7 +194,7 @@ def _live_options(args) -> "LiveOptions":
         oscquery_port=None if args.no_oscquery else (
             args.oscquery_port if args.oscquery_port is not None else args.osc_port),
         max_frames=args.frames, max_seconds=args.seconds, overlay=args.overlay,
-        stills_dir=args.stills, midi=args.midi)
+        stills_dir=args.stills, midi=args.midi, zeroconf=not args.no_zeroconf)
 
 
 def _run_live(make_source, args) -> int:

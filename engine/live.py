@@ -142,6 +142,8 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
             except ControlError as exc:  # discovery is a convenience: the show goes on
                 log.warning("%s; running without OSCQuery", exc)
                 query = None
+        if server is not None and opts.zeroconf:
+            live_control.advertise(server.port, query.port if query else None, opts.osc_host)
         if opts.headless:
             ctx = headless_context()
         else:

@@ -24,6 +24,7 @@ class LiveControl:
         self.direct = DirectControl(controls)
         self.bindings = controls.bindings
         self.midi = None
+        self.advertiser = None
 
     def on_mapping(self, session) -> None:
         """After start and after every mapping (or preset) reload: declare the new targets and
@@ -82,6 +83,16 @@ class LiveControl:
                 log.warning("%s; running without MIDI", exc)
                 self.midi = None
 
+    def advertise(self, osc_port: int, oscquery_port: int | None, host: str) -> None:
+        """Announce the OSC and OSCQuery ports with Zeroconf (on a thread; failure = one line)."""
+        try:
+            from engine.control.discovery import Advertiser
+        except ImportError as exc:  # pragma: no cover - zeroconf is a dependency
+            log.warning("no Zeroconf advertisement (%s)", exc)
+            return
+        self.advertiser = Advertiser(osc_port, oscquery_port, host)
+        self.advertiser.start()
+
     def commands(self, commands, session) -> None:
         """Queued commands for the audio stage: MIDI clock tempo and Start (beat one now).
 
@@ -110,6 +121,9 @@ class LiveControl:
         self.direct.publish(params)
 
     def close(self) -> None:
+        if self.advertiser is not None:
+            self.advertiser.stop()
+            self.advertiser = None
         if self.midi is not None:
             self.midi.stop()
             self.midi = None

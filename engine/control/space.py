@@ -39,11 +39,13 @@ class AddressInfo:
     description: str = ""
     value: float | str | None = None
     range: tuple[float, float] | None = None
+    clip: str | None = None  # OSCQuery CLIPMODE of the one argument: "none", "low", "high", "both"
+    extended: str | None = None  # OSCQuery EXTENDED_TYPE of the one argument, e.g. "filepath"
 
 
 #: Addresses that are always there, whatever the mapping.
 FIXED = (
-    AddressInfo(MAPPING_LOAD, "s", WRITE, "load the mapping file at this path"),
+    AddressInfo(MAPPING_LOAD, "s", WRITE, "load the mapping file at this path", extended="filepath"),
     AddressInfo(GET, "s", WRITE, "reply with the current value of every address the argument matches"),
     AddressInfo(LIST, "", WRITE, "reply with every address of this space"),
     AddressInfo("/lj/learn", "s", WRITE, "learn: the next control that moves (an OSC address "

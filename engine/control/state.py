@@ -230,10 +230,12 @@ class Controls:
             direct = [(a, d, self._direct_value(a, d)) for a, d in self._direct_decl.items()]
         out = list(FIXED)
         for address, decl, value in direct:
-            out.append(AddressInfo(address, "f", READ_WRITE, decl.description, value, (0.0, 1.0)))
+            out.append(AddressInfo(address, "f", READ_WRITE, decl.description, value, (0.0, 1.0),
+                                   clip="both"))
         for name, value, decl in params:
             out.append(AddressInfo(PARAM_PREFIX + name, "f", READ_WRITE, "live parameter",
-                                   value, (decl.lo, decl.hi) if decl else None))
+                                   value, (decl.lo, decl.hi) if decl else None,
+                                   clip="both" if decl else None))
         for name in triggers:
             out.append(AddressInfo(TRIGGER_PREFIX + name, "N", WRITE, "one-shot trigger"))
         for key, value in state:
