@@ -29,11 +29,11 @@ class LiveControl:
     def on_mapping(self, session) -> None:
         """After start and after every mapping (or preset) reload: declare the new targets and
         re-apply the bindings (the mapping's ``[bindings]`` and its learned sidecar)."""
-        renderer = getattr(session, "renderer", None)
-        self.direct.declare(renderer.inputs if renderer is not None else {})
         mapping = getattr(session, "mapping", None)
         self.bindings.attach(getattr(session, "mapping_path", None),
                              getattr(mapping, "bindings", None) or {})
+        renderer = getattr(session, "renderer", None)
+        self.direct.declare(renderer.inputs if renderer is not None else {})
 
     # -- keys and overlay ---------------------------------------------------------------------
 

@@ -220,14 +220,17 @@ class Bindings:
             path = near if near.exists() or not far.exists() else far
             table.update(read_bindings(path))
         with self._lock:
-            if mapping_path != self.mapping_path:
-                self._learned = {}
+            if mapping_path != self.mapping_path and self.mapping_path is not None:
+                self._learned = {}  # another mapping: its own bindings
             for source, target in self._learned.items():
                 self._drop_target(table, target)
                 table[source] = target
             self._table = table
             self.path = path
+            first = self.mapping_path is None
             self.mapping_path = mapping_path
+        if first and self._learned:
+            self.save()  # learned before a mapping was known
         if table:
             log.info("%d control binding%s active%s", len(table), "" if len(table) == 1 else "s",
                      f" ({path})" if path and path.exists() else "")
