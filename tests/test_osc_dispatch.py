@@ -205,3 +205,43 @@ def test_replies_have_a_byte_budget(rig, monkeypatch):
     stats = rig.stats
     assert stats["replies"] <= 2
     assert stats["dropped_replies"] >= 18
+
+
+def test_the_fast_path_for_single_values_is_as_strict_as_the_full_parser():
+    """parse_simple (one f/i/d/h/T/F argument or none) accepts exactly what check_packet accepts
+    among fuzzed messages, and reads the same address and value as python-osc."""
+    import random
+    import struct
+
+    from pythonosc.osc_message import OscMessage
+
+    from engine.control.wire import check_packet, parse_simple
+
+    base = [built(a, *args).dgram for a, args in (("/lj/param/speed", [0.5]), ("/a", [3]),
+                                                  ("/abc", [True]), ("/abcd", [False]), ("/x/y", []),
+                                                  ("/lj/p", [2 ** 40]), ("/s", ["text"]))]
+    base.append(b"/d\0\0,d\0\0" + struct.pack(">d", 1e300))
+    rng = random.Random(7)
+    accepted = 0
+    for _ in range(20000):
+        d = bytearray(rng.choice(base))
+        for _ in range(rng.randint(0, 3)):
+            op = rng.random()
+            if op < 0.4 and d:
+                d[rng.randrange(len(d))] = rng.randrange(256)
+            elif op < 0.7 and d:
+                del d[rng.randrange(len(d)):]
+            else:
+                d += bytes([rng.randrange(256)])
+        d = bytes(d)
+        fast = parse_simple(d)
+        if fast is None:
+            continue
+        accepted += 1
+        assert check_packet(d) is None, d
+        m = OscMessage(d)
+        assert fast[0] == m.address and len(fast[1]) == len(m.params), d
+        for a, b in zip(fast[1], m.params):
+            assert a == b or (a != a and b != b), d
+    assert accepted > 1000
+    assert parse_simple(built("/s", "text").dgram) is None  # strings take the full path

@@ -39,7 +39,7 @@ from engine.control.space import (GET, LIST, MAPPING_LOAD, NAME_RE, PARAM_PREFIX
                                   TRIGGER_PREFIX, WRITE)
 from engine.control.learn import LEARN, LEARN_CANCEL, LEARN_FORGET, LEARN_PREFIX, osc_value
 from engine.control.state import Controls
-from engine.control.wire import check_packet, encode_message, flatten, pack_datagrams
+from engine.control.wire import check_packet, encode_message, flatten, pack_datagrams, parse_simple
 from engine.errors import ControlError
 
 __all__ = ["OscServer", "OscSender"]
@@ -301,6 +301,10 @@ class OscServer:
         if self.allow is not None and ip not in self.allow:
             self.controls.count("rejected_senders")
             self._warn.warning("OSC packet from %s ignored (not in the allow list)", ip)
+            return
+        simple = parse_simple(dgram)
+        if simple is not None:  # one fader value: no python-osc round trip
+            self._apply(simple[0], simple[1], reply_to)
             return
         try:
             why = check_packet(dgram)
