@@ -34,12 +34,12 @@ to = "shader.kaleido.rotate"
 class Show:
     """``run_live`` on a thread, with access to its controls while it runs."""
 
-    def __init__(self, tmp_path, mapping):
+    def __init__(self, tmp_path, mapping, midi=None):
         samples, sr, _ = demo_song(seconds=40.0)
         self.port = free_port()
         self.opts = LiveOptions(mapping=str(mapping), size=32, headless=True, osc_port=self.port,
                                 oscquery_port=None, max_seconds=40, osc_smoothing=0.0,
-                                stills_dir=str(tmp_path / "stills"))
+                                stills_dir=str(tmp_path / "stills"), midi=midi, zeroconf=False)
         self.stop = StopFlag()
         self.result: dict = {}
         self.controls = None
@@ -73,10 +73,14 @@ class Show:
         return self.controls.value(address)
 
 
-def test_direct_overrides_reach_the_frame_and_release_gives_it_back(tmp_path):
+def test_direct_overrides_reach_the_frame_and_release_gives_it_back(tmp_path, caplog):
+    """Also: a MIDI input that is not there is one warning line, and the show runs."""
+    import logging
+
     mapping = tmp_path / "show.toml"
     mapping.write_text(MAPPING.format(name="show"))
-    with Show(tmp_path, mapping) as show:
+    with caplog.at_level(logging.WARNING, logger="lj.control"), \
+            Show(tmp_path, mapping, midi=["no-such-controller"]) as show:
         show.client.send_message("/lj/fx/kaleido/segments", 1.0)
         show.client.send_message("/lj/truncation", 0.25)
         show.client.send_message("/lj/fx/feedback/amount", 0.0)
@@ -93,6 +97,8 @@ def test_direct_overrides_reach_the_frame_and_release_gives_it_back(tmp_path):
                  "the mapping's values again", timeout=20)
     stats = show.result["stats"]
     assert stats.last_params.truncation == pytest.approx(0.8)
+    midi_lines = [r.getMessage() for r in caplog.records if r.name == "lj.control"]
+    assert len(midi_lines) == 1 and "running without MIDI" in midi_lines[0]
 
 
 def test_a_learned_binding_survives_mapping_reloads(tmp_path):
