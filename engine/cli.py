@@ -5,7 +5,7 @@
     lj demo                      the built-in demo: a window with sound, or a video file when headless
     lj run [--audio FILE | --input DEVICE] [--mapping FILE] ...   the live loop
     lj render SONG -o OUT.mp4    offline, as fast as the machine can, audio muxed in
-    lj devices                   list sound devices and monitors
+    lj devices                   list sound devices, MIDI inputs and monitors
     lj check MAPPING             validate a mapping file
     lj analyze SONG [-o DIR]     tempo, beats, onsets and feature curves as the live engine saw them
     lj export MODEL -o OUT       a model as TorchScript (.ts) or safetensors + JSON (.safetensors)
@@ -106,6 +106,10 @@ def _add_live(p: argparse.ArgumentParser) -> None:
     p.add_argument("--oscquery-port", type=_port, metavar="PORT",
                    help="serve OSCQuery (HTTP) on this TCP port (default: the OSC port's number)")
     p.add_argument("--no-oscquery", action="store_true", help="no OSCQuery discovery server")
+    p.add_argument("--no-zeroconf", action="store_true",
+                   help="do not advertise OSC/OSCQuery on the network (Zeroconf/mDNS)")
+    p.add_argument("--midi", metavar="NAME|INDEX", action="append",
+                   help="MIDI input to play the show with (see lj devices; repeatable)")
     p.add_argument("--frames", type=int, help="stop after this many frames")
     p.add_argument("--seconds", type=_positive, help="stop after this many seconds")
     p.add_argument("--overlay", action="store_true", help="start with the h overlay shown")
@@ -171,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     _add_common(p)
 
-    sub.add_parser("devices", help="list sound devices and monitors")
+    sub.add_parser("devices", help="list sound devices, MIDI inputs and monitors")
 
     p = sub.add_parser("check", help="validate a mapping file")
     p.add_argument("mapping", help="mapping file")
@@ -250,7 +254,8 @@ def _live_options(args) -> "LiveOptions":
         presets_dir=getattr(args, "presets", None),
         output_size=args.output_size, fit=args.fit, record=args.record,
         record_dir=args.record_dir, record_fps=args.record_fps, outputs=getattr(args, "outputs", None),
-        resolution_budget=not args.fixed_size, target_fps=args.target_fps)
+        resolution_budget=not args.fixed_size, target_fps=args.target_fps,
+        midi=args.midi, zeroconf=not args.no_zeroconf)
 
 
 def _run_live(make_source, args) -> int:
@@ -333,6 +338,9 @@ def cmd_devices(args) -> int:
     from engine.audio.sources import list_devices
 
     print(list_devices())
+    from engine.control.midi import describe_inputs
+
+    print(describe_inputs())
     from engine.errors import RenderError
     from engine.render.context import describe_monitors, list_monitors
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.control import Controls, OscQueryServer, OscSender, OscServer
+from engine.control.hooks import LiveControl
 from engine.errors import ControlError
 from engine.paths import find_mapping
 from engine.session import FrameStats, Session
@@ -69,6 +70,8 @@ class LiveOptions:
     outputs: list[str] | None = None  # ndi:NAME, v4l2:/dev/videoN, ... (engine/render/outputs.py)
     resolution_budget: bool = True  # render below --size when the generator is too slow
     target_fps: float = 60.0        # the frame rate the resolution budget aims for
+    midi: list[str] | None = None  # MIDI inputs (names or indices); None: no MIDI
+    zeroconf: bool = True  # advertise OSC and OSCQuery on the LAN (mDNS)
 
 
 class StopFlag:
@@ -124,12 +127,14 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
     of a supervisor.
     """
     from engine.control.osc import RECORD_START, RECORD_STOP
+    from engine.control.space import COMMANDS as SHOW_COMMANDS
     from engine.render.context import Window, headless_context
     from engine.render.recorder import Recording
 
     stop = stop or StopFlag()
     controls = Controls(smoothing=opts.osc_smoothing)
     server = query = sender = session = window = ctx = overlay = None
+    live_control = LiveControl(controls)
     prev = None
     source_started = False
     stats = FrameStats()
@@ -141,6 +146,7 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
                                allow=opts.osc_allow)
             server.start()  # a busy port fails here, before anything opens
         sender = OscSender(targets=opts.osc_out) if opts.osc_out else None
+        live_control.start(midi=opts.midi)
         mapping_path = find_mapping(opts.mapping) if opts.mapping else None
         session = Session(source.sample_rate, mapping_path, opts.generator,
                           (opts.size, opts.size))
@@ -157,6 +163,8 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
             except ControlError as exc:  # discovery is a convenience: the show goes on
                 log.warning("%s; running without OSCQuery", exc)
                 query = None
+        if server is not None and opts.zeroconf:
+            live_control.advertise(server.port, query.port if query else None, opts.osc_host)
         if opts.headless:
             ctx = headless_context()
         else:
@@ -175,6 +183,7 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
             from engine.render.outputs import Outputs
 
             outputs = Outputs(opts.outputs, session.renderer.output_size)
+        live_control.on_mapping(session)
         if window is not None:
             from engine.render.overlay import Overlay
 
@@ -206,21 +215,25 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
                         want_still = True
                     elif key == "r":
                         recording.toggle(session.renderer, source)
+                    elif live_control.key(key):  # l: learn
+                        show_overlay = True
                     else:
                         show.key(key)   # 1-9 scenes, n/p next/previous
                 if window.should_close:
                     break
             snap = controls.snapshot()
+            live_control.commands(snap.commands, session)  # MIDI clock -> tempo
             want_still = want_still or "still" in snap.triggers
             if snap.mapping:
                 session.request_reload(find_mapping(snap.mapping))
-            for command, arg in snap.commands:
-                if command == RECORD_START:
+            for command in snap.commands:   # (name, argument...) queued by OSC, MIDI, keys
+                name, arg = command[0], (command[1] if len(command) > 1 else None)
+                if name == RECORD_START:
                     recording.start(arg, session.renderer, source)
-                elif command == RECORD_STOP:
+                elif name == RECORD_STOP:
                     recording.stop()
-                else:                    # scenes, presets, cues, latents
-                    show.command(command, arg)
+                elif name in SHOW_COMMANDS:   # scenes, presets, cues, latents
+                    show.command(name, arg)
             show.poll()
             if opts.watch and frame_no % 20 == 0:
                 if watched != session.mapping_path:
@@ -232,15 +245,18 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
                 session.renderer.reload_changed()  # edited shaders; a broken one keeps the old
             if session.apply_reload():
                 declare_params(controls, session.mapping)
+                live_control.on_mapping(session)
             if getattr(snap, "generator", None):  # /lj/generator: loaded on a thread, swapped between frames
                 session.request_generator(snap.generator)
             if session.apply_generator():
                 declare_params(controls, session.mapping)
+                live_control.on_mapping(session)
                 prev = None  # the last frame came from the old generator (maybe another size)
 
             if "hold" in snap.triggers and prev is not None:
                 session.renderer.hold()
             params = session.params_at(source.ring, source.position, snap.params)
+            live_control.frame(params, snap, session)  # OSC/MIDI overrides, at the mapping stage
             runner = session.runner
             if runner.idle:  # a slow frame still in the works is not waited for here
                 runner.submit(params)
@@ -257,7 +273,8 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
                     session.renderer.present(ctx.screen, (fb_w, fb_h))
                     if show_overlay and overlay is not None:
                         if frame_no % 15 == 0:
-                            overlay.set_lines(overlay_lines(stats, session, session.runner.last_gen_s * 1e3))
+                            overlay.set_lines(overlay_lines(stats, session, session.runner.last_gen_s * 1e3)
+                                              + live_control.overlay_lines())
                         overlay.draw((fb_w, fb_h))
                     window.swap()
             if sender is not None:
@@ -296,6 +313,7 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
             outputs.close()
         if source_started:
             source.stop()
+        live_control.close()
         if query is not None:
             query.stop()
         if server is not None:

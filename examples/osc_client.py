@@ -4,8 +4,9 @@
 
 Sets a parameter, sweeps a fader for two seconds at 20 Hz (the engine smooths the steps), fires a
 trigger with a button press/release, sets every parameter at once with an address pattern, asks
-for values with ``/lj/get`` and prints the replies, and loads a mapping if one is given. Start the
-engine first (``lj run``), or point it at any OSC server.
+for values with ``/lj/get`` and prints the replies, and loads a mapping if one is given. Then it
+holds shader inputs, truncation and noise directly (``/lj/fx/...``, 0-1) and releases them, and
+learns a controller fader (``/1/fader1``) for ``param.speed``. Start the engine first (``lj run``).
 """
 
 from __future__ import annotations
@@ -84,13 +85,57 @@ def play(host: str, port: int, mapping: str | None = None, sweep_seconds: float 
         p.close()
 
 
+def play_direct(host: str, port: int, effect: str = "kaleido", inputs=("segments", "zoom"),
+                reply_timeout: float = 1.0, out=print) -> dict[str, list]:
+    """Shader inputs, truncation and noise directly (0-1 onto their real ranges), then hand them
+    back to the mapping; returns what ``/lj/get`` answered while they were held."""
+    p = Player(host, port, timeout=reply_timeout)
+    try:
+        for i, name in enumerate(inputs):
+            p.send(f"/lj/fx/{effect}/{name}", 0.25 * (i + 1))  # 0-1 = the input's ISF MIN..MAX
+        p.send("/lj/truncation", 0.7)  # psi 0.7
+        p.send("/lj/noise", 0.2)
+        time.sleep(0.05)
+        held = p.get(f"/lj/fx/{effect}/*")
+        held.update(p.get("/lj/{truncation,noise}"))
+        out("held:", held)
+        p.send("/lj/release", f"/lj/fx/{effect}/*")  # the mapping drives the effect again ...
+        p.send("/lj/release")  # ... and everything else
+        return held
+    finally:
+        p.close()
+
+
+def play_learn(host: str, port: int, target: str = "param.speed", control: str = "/1/fader1",
+               values=(0.0, 0.5, 1.0), reply_timeout: float = 1.0, out=print) -> dict[str, list]:
+    """Learn: put ``target`` in learn mode, move a controller's fader (an address outside /lj/),
+    which binds it, then move it again; returns the target's value as ``/lj/get`` answers it."""
+    p = Player(host, port, timeout=reply_timeout)
+    try:
+        p.send("/lj/learn", target)
+        time.sleep(0.05)
+        for v in values:
+            p.send(control, v)  # the first one is bound, every one drives the target
+            time.sleep(0.02)
+        address = "/lj/" + target.replace(".", "/") if not target.startswith("/") else target
+        got = p.get(address)
+        out(f"{control} -> {target}:", got)
+        return got
+    finally:
+        p.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=9000)
     ap.add_argument("--mapping", help="a mapping file for the engine to load")
+    ap.add_argument("--effect", default="feedback", help="the effect whose inputs to hold (default feedback)")
+    ap.add_argument("--inputs", default="amount,zoom", help="its inputs, comma-separated (default amount,zoom)")
     args = ap.parse_args()
     play(args.host, args.port, args.mapping)
+    play_direct(args.host, args.port, args.effect, args.inputs.split(","))
+    play_learn(args.host, args.port, "param.speed", "/1/fader1")
 
 
 if __name__ == "__main__":

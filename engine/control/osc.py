@@ -8,6 +8,8 @@ Address space v1 (see ``docs/osc.md``)::
          /lj/generator      s                       ask the show to load another generator
          /lj/get            s                       reply "<address> <value>" for every match
          /lj/list                                   reply "/lj/list s s ..." (the address space)
+         /lj/fx/<effect>/<input>, /lj/truncation, /lj/noise   f (0-1)   direct override
+         /lj/release        [s]                     give direct targets back to the mapping
 
 Addresses may be OSC 1.0 patterns (``/lj/param/*``, ``/lj/param/{speed,glow}``), matched against
 the known address space (:meth:`Controls.addresses`). Bundles time-tagged in the future are held in
@@ -34,10 +36,11 @@ from collections.abc import Iterable
 
 from engine.control.pattern import PatternError, is_pattern, match
 from engine.control.sender import OscSender
-from engine.control.space import (COMMANDS, GENERATOR_LOAD, GET, LIST, MAPPING_LOAD, NAME_RE, PARAM_PREFIX, STATE_PREFIX,
-                                  TRIGGER_PREFIX)
+from engine.control.space import (COMMANDS, GENERATOR_LOAD, GET, LIST, MAPPING_LOAD, NAME_RE, PARAM_PREFIX,
+                                  READ, RELEASE, STATE_PREFIX, TRIGGER_PREFIX, WRITE)
+from engine.control.learn import LEARN, LEARN_CANCEL, LEARN_FORGET, LEARN_PREFIX, osc_value
 from engine.control.state import Controls
-from engine.control.wire import check_packet, encode_message, flatten, pack_datagrams
+from engine.control.wire import check_packet, encode_message, flatten, pack_datagrams, parse_simple
 from engine.errors import ControlError
 
 __all__ = ["OscServer", "OscSender"]
@@ -94,6 +97,26 @@ def _param_value(args: list) -> float | None:
     return None
 
 
+#: Commands a pattern never reaches (``/lj/*`` must not fire queries or learn mode).
+_NOT_BY_PATTERN = frozenset((GET, LIST, RELEASE, LEARN, LEARN_CANCEL, LEARN_FORGET))
+
+
+def _press(args: list, act) -> str:
+    """Run ``act`` for a button press: no argument or a non-zero number (a release, 0, is ignored)."""
+    if not args or (isinstance(args[0], (int, float)) and args[0]):
+        result = act()
+        return result if isinstance(result, str) else "ok"
+    return "ok" if isinstance(args[0], (int, float)) else "bad"
+
+
+def _one_string(args: list, take) -> str:
+    """Hand the one string argument of a command to ``take``: "ok", or "bad" for other arguments."""
+    if len(args) == 1 and isinstance(args[0], str):
+        take(args[0])  # a value it refuses is counted there
+        return "ok"
+    return "bad"
+
+
 class _ReplyBudget:
     """A token bucket of bytes: replies stop when a flood of queries would amplify traffic."""
 
@@ -138,6 +161,9 @@ class OscServer:
         # Pattern matches, valid for one version of the address space (server thread only).
         self._match_version = -1
         self._matches: dict[str, list[str]] = {}
+        self._direct_version = -1
+        self._direct_cache: frozenset = frozenset()
+        self._command_table = self._commands()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -146,6 +172,7 @@ class OscServer:
         if self._thread is not None:
             return
         self._sock = self._bind()
+        self.controls.bindings.dispatch = self._dispatch_bound  # bound values reach every address
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="lj-osc-in", daemon=True)
         self._thread.start()
@@ -279,6 +306,10 @@ class OscServer:
             self.controls.count("rejected_senders")
             self._warn.warning("OSC packet from %s ignored (not in the allow list)", ip)
             return
+        simple = parse_simple(dgram)
+        if simple is not None:  # one fader value: no python-osc round trip
+            self._apply(simple[0], simple[1], reply_to)
+            return
         try:
             why = check_packet(dgram)
             messages = flatten(dgram) if why is None else None
@@ -312,6 +343,33 @@ class OscServer:
 
     # -- applying messages --------------------------------------------------------------------
 
+    def _commands(self) -> dict:
+        """Exact command addresses -> handler(args) returning "ok" / "bad" / "unknown".
+
+        One line per address: other stages add theirs here (queue the work in ``Controls``,
+        never do it on this thread).
+        """
+        c = self.controls
+        b = c.bindings
+        return {
+            MAPPING_LOAD: lambda a: _one_string(a, c.request_mapping),
+            RELEASE: self._release,
+            LEARN: lambda a: self._learn(a[0]) if len(a) == 1 and isinstance(a[0], str) else "bad",
+            LEARN_CANCEL: lambda a: _press(a, b.cancel),
+            LEARN_FORGET: lambda a: _one_string(a, b.forget),
+            GENERATOR_LOAD: lambda a: _one_string(a, c.request_generator),
+            RECORD_START: self._record_start,
+            RECORD_STOP: lambda a: "bad" if a else ("ok" if c.request_command(RECORD_STOP) else "bad"),
+            # scenes, presets, cues, latents (engine/show.py): checked and queued for the frame loop
+            **{address: (lambda a, address=address: "ok" if c.command(address, a) else "bad")
+               for address in COMMANDS},
+        }
+
+    def _record_start(self, args: list) -> str:
+        if args and (len(args) != 1 or not isinstance(args[0], str)):
+            return "bad"
+        return "ok" if self.controls.request_command(RECORD_START, args[0] if args else None) else "bad"
+
     def _apply(self, address: str, args: list, reply_to: tuple | None) -> None:
         controls = self.controls
         controls.count("messages")
@@ -321,7 +379,9 @@ class OscServer:
         if address == LIST:
             self._answer_list(reply_to)
             return
-        if not is_pattern(address):
+        if not address.startswith("/lj/"):
+            result = self._apply_bound(address, args)
+        elif not is_pattern(address):
             result = self._apply_one(address, args)
         else:
             targets = self._match_writable(address)
@@ -346,8 +406,8 @@ class OscServer:
             self._match_version = version
         targets = self._matches.get(pattern)
         if targets is None:
-            writable = [a for a in self.controls.addresses()
-                        if a.startswith((PARAM_PREFIX, TRIGGER_PREFIX)) or a == MAPPING_LOAD]
+            writable = [i.address for i in self.controls.describe()
+                        if i.access & WRITE and i.address not in _NOT_BY_PATTERN]
             try:
                 targets = match(pattern, writable)
             except PatternError as exc:
@@ -376,24 +436,67 @@ class OscServer:
                 elif not isinstance(args[0], (int, float)):
                     return "bad"
                 return "ok"
-        elif address in (RECORD_START, RECORD_STOP):  # the render branch's recorder
-            if args and (address == RECORD_STOP or not isinstance(args[0], str)):
-                return "bad"
-            controls.request_command(address, args[0] if args else None)
-            return "ok"
-        elif address == MAPPING_LOAD:
-            if len(args) == 1 and isinstance(args[0], str):
-                controls.request_mapping(args[0])
+        else:
+            handler = self._command_table.get(address)
+            if handler is not None:
+                return handler(args)
+            if address.startswith(LEARN_PREFIX):
+                return _press(args, lambda: self._learn("/lj/" + address[len(LEARN_PREFIX):]))
+            if address in self._direct_set:
+                value = _param_value(args)
+                if value is None:
+                    return "bad"
+                controls.set_direct(address, value)
                 return "ok"
-            return "bad"
-        elif address == GENERATOR_LOAD:
-            if len(args) == 1 and isinstance(args[0], str):
-                controls.request_generator(args[0])
-                return "ok"
-            return "bad"
-        elif address in COMMANDS:   # scenes, presets, cues, latents: queued for the frame loop
-            return "ok" if controls.command(address, args) else "bad"
         return "unknown"
+
+    @property
+    def _direct_set(self) -> frozenset:
+        """The declared direct addresses (cached per version of the address space)."""
+        version = self.controls.version
+        if self._direct_version != version:
+            self._direct_cache = frozenset(self.controls.direct_names())
+            self._direct_version = version
+        return self._direct_cache
+
+    def _apply_bound(self, address: str, args: list) -> str:
+        """A message from outside the /lj/ space: learned, applied through a binding, or unknown."""
+        bindings = self.controls.bindings
+        if bindings.learning is None and address not in bindings.table:
+            return "unknown"
+        value = osc_value(args)
+        if value is None:
+            return "bad"
+        return "ok" if bindings.feed(address, value) else "unknown"
+
+    def _learn(self, target: str) -> str:
+        """Learn mode for ``target`` (an address of the space, or a name like param.speed)."""
+        from engine.control.learn import target_address
+
+        address = target_address(target)
+        writable = {i.address for i in self.controls.describe() if i.access & WRITE}
+        if address is None or address not in writable or address in _NOT_BY_PATTERN \
+                or address == MAPPING_LOAD:
+            return "bad"
+        self.controls.bindings.learn(address)
+        return "ok"
+
+    def _dispatch_bound(self, address: str, args: list) -> None:
+        """How a bound value reaches its target: as if the message had arrived at that address."""
+        if self._apply_one(address, args) != "ok":
+            self.controls.count("bad_values")
+
+    def _release(self, args: list) -> str:
+        if not args or isinstance(args[0], (int, float)):  # everything (a button: on press)
+            return _press(args, self.controls.release_direct)
+        if len(args) != 1 or not isinstance(args[0], str):
+            return "bad"
+        try:
+            targets = match(args[0], self.controls.held_direct())
+        except PatternError:
+            return "bad"
+        self.controls.release_direct(targets)
+        return "ok"
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -402,7 +505,7 @@ class OscServer:
             self.controls.count("bad_values")
             self._warn.warning("OSC %s ignored: needs one string (an address or pattern), got %r", GET, args[:4])
             return
-        readable = [a for a in self.controls.addresses() if a.startswith((PARAM_PREFIX, STATE_PREFIX))]
+        readable = [i.address for i in self.controls.describe() if i.access & READ]
         try:
             targets = match(args[0], readable)
         except PatternError:

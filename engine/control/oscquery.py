@@ -13,8 +13,10 @@ default). Written after the ideas of the OSCQuery proposal (Vidvox):
   supported. Unknown paths answer 404; methods other than GET/HEAD answer 405.
 
 The tree is built from :meth:`Controls.describe` on every request, so values are current. Only
-JSON is ever sent; nothing received is executed. Not done: the WebSocket ``LISTEN`` extension and
-zeroconf (``_oscjson._tcp``) advertisement.
+JSON is ever sent; nothing received is executed. Parameters and direct targets carry ``CLIPMODE``
+``["both"]`` (values outside the range are clamped) and the mapping load ``EXTENDED_TYPE``
+``["filepath"]``. The server is advertised with Zeroconf (``_oscjson._tcp``) by
+:mod:`engine.control.discovery`. Not done: the WebSocket ``LISTEN`` extension.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from engine.errors import ControlError
 log = logging.getLogger("lj.oscquery")
 
 #: Attributes a client may ask for one at a time (``?VALUE``).
-ATTRIBUTES = ("FULL_PATH", "CONTENTS", "TYPE", "ACCESS", "VALUE", "RANGE", "DESCRIPTION")
+ATTRIBUTES = ("FULL_PATH", "CONTENTS", "TYPE", "ACCESS", "VALUE", "RANGE", "DESCRIPTION", "CLIPMODE",
+              "EXTENDED_TYPE")
 #: Seconds a client may take to send its request before the connection is dropped.
 REQUEST_TIMEOUT = 2.0
 
@@ -47,6 +50,10 @@ def _leaf(info: AddressInfo) -> dict:
         node["VALUE"] = [info.value]
     if info.range is not None:
         node["RANGE"] = [{"MIN": info.range[0], "MAX": info.range[1]}]
+    if info.clip is not None:
+        node["CLIPMODE"] = [info.clip]
+    if info.extended is not None:
+        node["EXTENDED_TYPE"] = [info.extended]
     if info.description:
         node["DESCRIPTION"] = info.description
     return node
@@ -62,7 +69,11 @@ def build_tree(infos: list[AddressInfo], name: str = "Latent Jockey") -> dict:
             contents = node.setdefault("CONTENTS", {})
             node = contents.setdefault(part, {"FULL_PATH": "/" + "/".join(parts[:depth + 1]),
                                               "ACCESS": NO_ACCESS, "CONTENTS": {}})
-        node.setdefault("CONTENTS", {})[parts[-1]] = _leaf(info)
+        contents = node.setdefault("CONTENTS", {})
+        leaf = _leaf(info)
+        if parts[-1] in contents:  # a method that is also a container (/lj/learn and /lj/learn/cancel)
+            leaf["CONTENTS"] = contents[parts[-1]].get("CONTENTS", {})
+        contents[parts[-1]] = leaf
     return root
 
 
@@ -171,7 +182,7 @@ class OscQueryServer:
             "OSC_PORT": self.osc_port,
             "OSC_TRANSPORT": "UDP",
             "EXTENSIONS": {"ACCESS": True, "VALUE": True, "RANGE": True, "DESCRIPTION": True,
-                           "TAGS": False, "CLIPMODE": False, "UNIT": False, "CRITICAL": False,
+                           "TAGS": False, "CLIPMODE": True, "EXTENDED_TYPE": True, "UNIT": False, "CRITICAL": False,
                            "LISTEN": False, "PATH_CHANGED": False},
         }
 

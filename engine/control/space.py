@@ -17,6 +17,7 @@ MAPPING_LOAD = "/lj/mapping/load"
 GENERATOR_LOAD = "/lj/generator"
 GET = "/lj/get"
 LIST = "/lj/list"
+RELEASE = "/lj/release"
 
 #: A name is one address segment: no '/', no OSC pattern characters, no spaces.
 NAME_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
@@ -39,6 +40,8 @@ class AddressInfo:
     description: str = ""
     value: float | str | None = None
     range: tuple[float, float] | None = None
+    clip: str | None = None  # OSCQuery CLIPMODE of the one argument: "none", "low", "high", "both"
+    extended: str | None = None  # OSCQuery EXTENDED_TYPE of the one argument, e.g. "filepath"
 
 
 #: Show commands queued for the frame loop (mapping branch: scenes, presets, cues, latents):
@@ -57,8 +60,14 @@ COMMANDS = {
 
 #: Addresses that are always there, whatever the mapping.
 FIXED = (
-    AddressInfo(MAPPING_LOAD, "s", WRITE, "load the mapping file at this path"),
+    AddressInfo(MAPPING_LOAD, "s", WRITE, "load the mapping file at this path", extended="filepath"),
     AddressInfo(GENERATOR_LOAD, "s", WRITE, "load this generator (a model file, builtin:cppn, blend:A|B); a failing load keeps the current one"),
     AddressInfo(GET, "s", WRITE, "reply with the current value of every address the argument matches"),
     AddressInfo(LIST, "", WRITE, "reply with every address of this space"),
+    AddressInfo("/lj/learn", "s", WRITE, "learn: the next control that moves (an OSC address "
+                "outside /lj/, a MIDI CC or note) is bound to this target (e.g. /lj/param/speed)"),
+    AddressInfo("/lj/learn/cancel", "N", WRITE, "leave learn mode"),
+    AddressInfo("/lj/learn/forget", "s", WRITE, "remove the bindings of this source or target"),
+    AddressInfo(RELEASE, "s", WRITE, "give the direct targets matching this address or pattern "
+                "(none: all) back to the mapping"),
 )

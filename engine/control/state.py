@@ -22,6 +22,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from numbers import Real
 
+from engine.control.direct import to_norm, to_real
+from engine.control.learn import Bindings
 from engine.control.smooth import Smoothed
 from engine.control.space import (FIXED, PARAM_PREFIX, READ, READ_WRITE, STATE_PREFIX, TRIGGER_PREFIX,
                                   WRITE, AddressInfo)
@@ -61,15 +63,31 @@ class ControlSnapshot:
     ``params`` holds the (smoothed) value of every parameter at the snapshot's time; ``triggers``
     are the triggers fired since the previous snapshot, oldest first (each delivered exactly once);
     ``mapping`` is the mapping path requested since the previous snapshot (latest wins), or None.
+    ``direct`` holds the direct overrides in effect (``/lj/fx/...``, ``/lj/truncation``,
+    ``/lj/noise``: address -> smoothed value in the target's real units; see
+    :mod:`engine.control.direct`). ``commands`` are queued one-shot commands for the frame loop
+    (e.g. ``("tempo", 128.0)`` from MIDI clock), oldest first.
     """
 
     params: dict[str, float] = field(default_factory=dict)
     triggers: list[str] = field(default_factory=list)
     mapping: str | None = None
     generator: str | None = None  # a generator spec requested since the previous snapshot
-    #: show commands since the previous snapshot, oldest first: (address, argument or None), e.g.
-    #: ``("/lj/scene", 2)`` or ``("/lj/record/start", "take1.mp4")``
+    direct: dict[str, float] = field(default_factory=dict)
+    #: queued commands since the previous snapshot, oldest first: tuples whose first item names
+    #: the command, e.g. ``("/lj/scene", 2)``, ``("/lj/record/start", "take1.mp4")`` or
+    #: ``("tempo", 128.0)`` (MIDI clock)
     commands: list = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DirectDecl:
+    """A direct target: its real default and range (values arrive as 0..1) and a description."""
+
+    default: float
+    lo: float
+    hi: float
+    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -117,9 +135,14 @@ class Controls:
         self._triggers: deque[str] = deque(maxlen=MAX_PENDING_TRIGGERS)
         self._mapping: str | None = None
         self._generator: str | None = None
+        self._direct_decl: dict[str, DirectDecl] = {}
+        self._direct: dict[str, Smoothed] = {}  # held overrides, normalised 0..1
+        self._direct_now: dict[str, float] = {}  # values in effect last frame (real units)
         self._commands: deque = deque(maxlen=MAX_PENDING_TRIGGERS)
         self._stats: dict[str, int] = {k: 0 for k in STAT_NAMES}
-        self._version = 0  # bumped whenever an address is added (see :attr:`version`)
+        self._version = 0
+        #: Learned/declared control bindings (OSC addresses and MIDI controls -> targets).
+        self.bindings = Bindings(self)  # bumped whenever an address is added (see :attr:`version`)
 
     # -- the address space --------------------------------------------------------------------
 
@@ -178,6 +201,12 @@ class Controls:
         decl = self._declared.get(name)
         return self.smoothing if decl is None or decl.smooth is None else decl.smooth
 
+    def param_range(self, name: str) -> tuple[float, float]:
+        """The declared ``(min, max)`` of parameter ``name`` (0..1 when undeclared)."""
+        with self._lock:
+            decl = self._declared.get(name)
+        return (decl.lo, decl.hi) if decl is not None else (0.0, 1.0)
+
     def param_names(self) -> list[str]:
         """Every parameter that is declared or has been set, in the order first seen."""
         with self._lock:
@@ -203,10 +232,15 @@ class Controls:
             params = [(n, e.target, self._declared.get(n)) for n, e in self._params.items()]
             triggers = list(self._declared_triggers)
             state = list(self._state.items())
+            direct = [(a, d, self._direct_value(a, d)) for a, d in self._direct_decl.items()]
         out = list(FIXED)
+        for address, decl, value in direct:
+            out.append(AddressInfo(address, "f", READ_WRITE, decl.description, value, (0.0, 1.0),
+                                   clip="both"))
         for name, value, decl in params:
             out.append(AddressInfo(PARAM_PREFIX + name, "f", READ_WRITE, "live parameter",
-                                   value, (decl.lo, decl.hi) if decl else None))
+                                   value, (decl.lo, decl.hi) if decl else None,
+                                   clip="both" if decl else None))
         for name in triggers:
             out.append(AddressInfo(TRIGGER_PREFIX + name, "N", WRITE, "one-shot trigger"))
         for key, value in state:
@@ -222,7 +256,101 @@ class Controls:
                 return None if entry is None else entry.target
             if address.startswith(STATE_PREFIX):
                 return self._state.get(address[len(STATE_PREFIX):])
+            decl = self._direct_decl.get(address)
+            if decl is not None:
+                return self._direct_value(address, decl)
         return None
+
+    def _direct_value(self, address: str, decl: DirectDecl) -> float:
+        """A direct target's value as 0..1: the held override's target, else the value in effect."""
+        held = self._direct.get(address)
+        if held is not None:
+            return held.target
+        return to_norm(self._direct_now.get(address, decl.default), decl.lo, decl.hi)
+
+    # -- direct targets (see engine.control.direct) -----------------------------------------------
+
+    def declare_direct(self, address: str, default: float, lo: float, hi: float,
+                       description: str = "") -> bool:
+        """Make ``address`` a direct target whose 0..1 values map onto ``lo..hi`` (real units)."""
+        default, lo, hi = _finite(default), _finite(lo), _finite(hi)
+        if None in (default, lo, hi) or not isinstance(address, str) or len(address) > 256:
+            return False
+        with self._lock:
+            if address not in self._direct_decl:
+                if len(self._direct_decl) >= MAX_PARAMS:
+                    return False
+                self._version += 1
+            self._direct_decl[address] = DirectDecl(default, min(lo, hi), max(lo, hi), description)
+            return True
+
+    def retire_direct(self, addresses) -> None:
+        """Remove direct targets that no longer exist (an effect left the chain)."""
+        with self._lock:
+            for address in addresses:
+                if self._direct_decl.pop(address, None) is not None:
+                    self._version += 1
+                self._direct.pop(address, None)
+                self._direct_now.pop(address, None)
+
+    def direct_names(self) -> list[str]:
+        """Every declared direct address."""
+        with self._lock:
+            return list(self._direct_decl)
+
+    def set_direct(self, address: str, value: float, smooth: bool = True) -> bool:
+        """Hold ``address`` at ``value`` (0..1, clamped) until released; True if accepted.
+
+        The held value glides (the default smoothing time) from the value in effect when it was
+        grabbed. Unknown addresses and non-finite values are rejected (``bad_values``).
+        """
+        number = _finite(value)
+        with self._lock:
+            decl = self._direct_decl.get(address)
+            if number is None or decl is None:
+                self._stats["bad_values"] += 1
+                return False
+            number = 0.0 if number < 0.0 else (1.0 if number > 1.0 else number)
+            now = self._clock()
+            entry = self._direct.get(address)
+            if entry is None:
+                start = to_norm(self._direct_now.get(address, decl.default), decl.lo, decl.hi)
+                self._direct[address] = Smoothed(number, start if smooth else number, now,
+                                                 self.smoothing)
+            elif smooth:
+                entry.retarget(number, now)
+            else:
+                entry.jump(number, now)
+            return True
+
+    def release_direct(self, addresses=None) -> int:
+        """Give targets back to the mapping (all held ones when ``addresses`` is None); how many."""
+        with self._lock:
+            if addresses is None:
+                n = len(self._direct)
+                self._direct.clear()
+                return n
+            return sum(self._direct.pop(a, None) is not None for a in addresses)
+
+    def held_direct(self) -> list[str]:
+        """The direct addresses currently overridden."""
+        with self._lock:
+            return list(self._direct)
+
+    def publish_direct(self, values: Mapping[str, float]) -> None:
+        """The frame loop reports the values in effect (real units), for queries and glides."""
+        with self._lock:
+            self._direct_now.update(values)
+
+    def in_effect(self) -> dict[str, float]:
+        """The direct targets' values in effect last frame, in real units (a copy)."""
+        with self._lock:
+            return dict(self._direct_now)
+
+    def queue(self, *cmd) -> None:
+        """Queue a one-shot command for the frame loop, e.g. ``queue("tempo", 128.0)``."""
+        with self._lock:
+            self._commands.append(cmd)
 
     # -- writers ------------------------------------------------------------------------------
 
@@ -334,10 +462,14 @@ class Controls:
             self._triggers.clear()
             mapping, self._mapping = self._mapping, None
             generator, self._generator = self._generator, None
+            direct = {}
+            for address, entry in self._direct.items():
+                decl = self._direct_decl[address]
+                direct[address] = to_real(entry.value(now), decl.lo, decl.hi)
             commands = list(self._commands)
             self._commands.clear()
         return ControlSnapshot(params=params, triggers=triggers, mapping=mapping,
-                               generator=generator, commands=commands)
+                               generator=generator, direct=direct, commands=commands)
 
     def request_command(self, name: str, arg: str | None = None) -> bool:
         """Queue a command for the frame loop (e.g. ``/lj/record/start`` with a path); only

@@ -56,6 +56,41 @@ def check_message(dgram: bytes) -> str | None:
     return None
 
 
+_SIMPLE_TAGS = {b",f": FLOAT, b",i": INT, b",d": struct.Struct(">d"), b",h": struct.Struct(">q")}
+_BOOL_TAGS = {b",T": True, b",F": False}
+
+
+def parse_simple(dgram: bytes) -> tuple[str, list] | None:
+    """``(address, args)`` of the commonest message — one ``f``/``i``/``d``/``h``/``T``/``F``
+    argument or none — read directly (a fader sends nothing else), or None for anything else
+    (bundles, strings, several arguments, or a message with any irregularity), which then goes
+    through :func:`check_packet` and python-osc. Exactly as strict: zero padding, exact length.
+    """
+    end = dgram.find(b"\0")
+    if end < 1 or dgram[0] != 0x2F:
+        return None
+    tag_at = (end + 4) & ~3
+    if dgram[end:tag_at].strip(b"\0") or len(dgram) < tag_at:
+        return None
+    try:
+        address = dgram[:end].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if len(dgram) == tag_at:
+        return address, []
+    tags = dgram[tag_at:tag_at + 4]
+    if len(tags) < 4 or tags[2:] != b"\0\0":
+        return None
+    tags = tags[:2]
+    if tags in _BOOL_TAGS or tags == b",\0":
+        return (address, [_BOOL_TAGS[tags]] if tags in _BOOL_TAGS else []) \
+            if len(dgram) == tag_at + 4 else None
+    fmt = _SIMPLE_TAGS.get(tags)
+    if fmt is None or len(dgram) != tag_at + 4 + fmt.size:
+        return None
+    return address, [fmt.unpack_from(dgram, tag_at + 4)[0]]
+
+
 def check_packet(dgram: bytes, depth: int = 0) -> str | None:
     """Why ``dgram`` is not a well-formed OSC message or bundle, or None if it is."""
     if dgram.startswith(b"/"):
