@@ -70,4 +70,8 @@ FIXED = (
     AddressInfo("/lj/learn/forget", "s", WRITE, "remove the bindings of this source or target"),
     AddressInfo(RELEASE, "s", WRITE, "give the direct targets matching this address or pattern "
                 "(none: all) back to the mapping"),
-)
+    AddressInfo("/lj/record/start", "s", WRITE, "record the output as shown, with the audio "
+                "(optional path; none: ./recordings/lj-<date>-<time>-<n>.mp4)", extended="filepath"),
+    AddressInfo("/lj/record/stop", "N", WRITE, "finish the recording"),
+) + tuple(AddressInfo(address, {"": "N", "s": "s", "is": "s"}[types], WRITE, description)
+          for address, (types, description) in COMMANDS.items())
