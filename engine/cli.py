@@ -88,6 +88,8 @@ def _add_live(p: argparse.ArgumentParser) -> None:
     p.add_argument("--oscquery-port", type=_port, metavar="PORT",
                    help="serve OSCQuery (HTTP) on this TCP port (default: the OSC port's number)")
     p.add_argument("--no-oscquery", action="store_true", help="no OSCQuery discovery server")
+    p.add_argument("--link", action="store_true",
+                   help="follow an Ableton Link session's tempo and beat (needs the 'link' extra: aalink)")
     p.add_argument("--frames", type=int, help="stop after this many frames")
     p.add_argument("--seconds", type=_positive, help="stop after this many seconds")
     p.add_argument("--overlay", action="store_true", help="start with the h overlay shown")
@@ -190,7 +192,7 @@ def _live_options(args) -> "LiveOptions":
         oscquery_port=None if args.no_oscquery else (
             args.oscquery_port if args.oscquery_port is not None else args.osc_port),
         max_frames=args.frames, max_seconds=args.seconds, overlay=args.overlay,
-        stills_dir=args.stills)
+        stills_dir=args.stills, link=getattr(args, "link", False))
 
 
 def _run_live(make_source, args) -> int:

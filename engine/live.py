@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.audio.steer import TempoSteering
 from engine.control import Controls, OscQueryServer, OscSender, OscServer
 from engine.errors import ControlError
 from engine.paths import find_mapping
@@ -51,6 +52,7 @@ class LiveOptions:
     osc_allow: list[str] | None = None
     osc_smoothing: float = 0.06
     oscquery_port: int | None = None  # None: no OSCQuery; 0: any free port
+    link: bool = False                 # follow an Ableton Link session (engine.audio.steer)
     max_frames: int | None = None
     max_seconds: float | None = None
     hide_cursor: bool = False
@@ -113,7 +115,7 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
 
     stop = stop or StopFlag()
     controls = Controls(smoothing=opts.osc_smoothing)
-    server = query = sender = session = window = ctx = overlay = None
+    server = query = sender = session = window = ctx = overlay = steering = None
     prev = None
     source_started = False
     stats = FrameStats()
@@ -154,6 +156,7 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
         show_overlay = opts.overlay
         watched = session.mapping_path
         watched_mtime = _mtime(watched)
+        steering = TempoSteering(link=opts.link)
         source.start()
         source_started = True
         log.info("running: %s, generator %dx%d, %s", session.mapping_path.name, opts.size,
@@ -177,6 +180,7 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
                 if window.should_close:
                     break
             snap = controls.snapshot()
+            steering.step(session.analysis.extractor.beat, controls.take_tempo())
             want_still = want_still or "still" in snap.triggers
             if snap.mapping:
                 session.request_reload(find_mapping(snap.mapping))
@@ -236,6 +240,8 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
             if opts.max_seconds is not None and time.perf_counter() - started >= opts.max_seconds:
                 break
     finally:
+        if steering is not None:
+            steering.close()
         if source_started:
             source.stop()
         if query is not None:

@@ -5,6 +5,8 @@ Address space v1 (see ``docs/osc.md``)::
     in   /lj/param/<name>   f | i | d | h | T | F   set a live parameter (finite numbers only)
          /lj/trigger/<name> [value]                 fire a one-shot trigger (a 0/False value is ignored)
          /lj/mapping/load   s                       ask the show to load another mapping file
+         /lj/tempo/tap | reset [i]                  tap tempo / beat one now (0 = release: ignored)
+         /lj/tempo/set f, /lj/tempo/lock i, /lj/tempo/link i   tempo, hold, Ableton Link
          /lj/get            s                       reply "<address> <value>" for every match
          /lj/list                                   reply "/lj/list s s ..." (the address space)
 
@@ -34,7 +36,7 @@ from collections.abc import Iterable
 from engine.control.pattern import PatternError, is_pattern, match
 from engine.control.sender import OscSender
 from engine.control.space import (GET, LIST, MAPPING_LOAD, NAME_RE, PARAM_PREFIX, STATE_PREFIX,
-                                  TRIGGER_PREFIX)
+                                  TEMPO_PREFIX, TRIGGER_PREFIX)
 from engine.control.state import Controls
 from engine.control.wire import check_packet, encode_message, flatten, pack_datagrams
 from engine.errors import ControlError
@@ -377,6 +379,15 @@ class OscServer:
                 controls.request_mapping(args[0])
                 return "ok"
             return "bad"
+        elif address.startswith(TEMPO_PREFIX):  # audio branch: queued for the frame loop
+            name = address[len(TEMPO_PREFIX):]
+            if name in ("tap", "reset"):
+                if args and isinstance(args[0], (int, float)) and not args[0]:
+                    return "ok"  # a button's release
+                return "ok" if controls.request_tempo(name) else "bad"
+            if name in ("set", "lock", "link"):
+                value = _param_value(args)
+                return "ok" if value is not None and controls.request_tempo(name, value) else "bad"
         return "unknown"
 
     # -- queries ------------------------------------------------------------------------------

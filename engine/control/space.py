@@ -14,6 +14,7 @@ PARAM_PREFIX = "/lj/param/"
 TRIGGER_PREFIX = "/lj/trigger/"
 STATE_PREFIX = "/lj/state/"
 MAPPING_LOAD = "/lj/mapping/load"
+TEMPO_PREFIX = "/lj/tempo/"
 GET = "/lj/get"
 LIST = "/lj/list"
 
