@@ -66,6 +66,7 @@ LOG_BAND_FMIN, LOG_BAND_FMAX = 30.0, 16000.0  # ... between these (cut at Nyquis
 HPSS_TIME = 0.1            # harmonic: a bin's minimum over the last this many seconds ...
 HPSS_FREQ_HZ = 90.0        # percussive: ... and over +- this many Hz around it in this hop
 HPSS_FMAX = 8000.0         # the split looks at bins up to this frequency
+STRUCTURE_EVERY = 4        # novelty / buildup / drop are updated every this many hops
 _BAND_KEYS = tuple((b, b + "_att", b + "_level") for b in BANDS)
 _LOG_BAND_KEYS = tuple(f"band{i}" for i in range(LOG_BANDS))
 _FLUX_ONSET_KEYS = (("flux", "onset"), ("flux_low", "onset_low"), ("flux_mid", "onset_mid"),
@@ -269,7 +270,7 @@ class FeatureExtractor:
         self._p_shifts = np.lib.stride_tricks.sliding_window_view(self._p_pad, nh)
         self._p_min = np.zeros(nh, dtype=np.float32)
         #: Novelty, build-up and drop (``engine.audio.structure``).
-        self.structure = StructureTracker(hs, LOG_BANDS)
+        self.structure = StructureTracker(hs * STRUCTURE_EVERY, LOG_BANDS)
 
         # Per-band state in plain Python floats (index 0..2 = bass, mid, treb).
         self._k_base = _coef(BASELINE_TIME, hs)
@@ -401,8 +402,8 @@ class FeatureExtractor:
         ring[self._h_pos] = h_mag
         self._h_pos = (self._h_pos + 1) % ring.shape[0]
         self._p_mid[:] = h_mag
-        np.min(ring, axis=0, out=self._h_min)
-        np.min(self._p_shifts, axis=0, out=self._p_min)
+        np.minimum.reduce(ring, axis=0, out=self._h_min)
+        np.minimum.reduce(self._p_shifts, axis=0, out=self._p_min)
         eh = float(np.dot(self._h_min, self._h_min))
         ep = float(np.dot(self._p_min, self._p_min))
         share = eh / (eh + ep) if eh + ep > 1e-12 else 0.5
@@ -461,13 +462,16 @@ class FeatureExtractor:
         else:
             chroma.fill(0.0)
 
-        # --- structure ---
-        st = self.structure
-        st.update(loudness, 10.0 * math.log10(energy[0]) if energy[0] > 1e-10 else -100.0,
-                  feats["centroid"], bands_db)
-        feats["novelty"] = st.novelty
-        feats["buildup"] = st.buildup
-        feats["drop"] = 1.0 if st.drop else 0.0
+        # --- structure (slow cues: updated every STRUCTURE_EVERY hops, drop fires on that hop) ---
+        if self.hops % STRUCTURE_EVERY == 0:
+            st = self.structure
+            st.update(loudness, 10.0 * math.log10(energy[0]) if energy[0] > 1e-10 else -100.0,
+                      feats["centroid"], bands_db)
+            feats["novelty"] = st.novelty
+            feats["buildup"] = st.buildup
+            feats["drop"] = 1.0 if st.drop else 0.0
+        else:
+            feats["drop"] = 0.0
 
         # --- tempo and beats ---
         bt = self.beat
