@@ -84,7 +84,7 @@ def hydrogen_songs(cache: Path, seconds: float):
     return out
 
 
-def music21_pieces(cache: Path, seconds: float):
+def music21_pieces(cache: Path, seconds: float, max_pieces: int = len(MUSIC21_PIECES)):
     try:
         from music21 import corpus, tempo
     except ImportError:
@@ -95,7 +95,7 @@ def music21_pieces(cache: Path, seconds: float):
               "corpus pieces skipped")
         return []
     out = []
-    for path, label in MUSIC21_PIECES:
+    for path, label in MUSIC21_PIECES[:max_pieces]:
         stem = path.replace("/", "_")
         wav, beats_file = cache / f"m21-{stem}.wav", cache / f"m21-{stem}.beats.npy"
         if not (wav.exists() and beats_file.exists()):
@@ -111,9 +111,14 @@ def music21_pieces(cache: Path, seconds: float):
             mid = cache / f"m21-{stem}.mid"
             score.write("midi", fp=str(mid))
             tmp = wav.with_suffix(".tmp.wav")
-            subprocess.run(["fluidsynth", "-ni", "-g", "0.8", "-r", str(SR), "-F", str(tmp),
-                            str(SOUNDFONT), str(mid)], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, timeout=600, check=True)
+            try:
+                subprocess.run(["fluidsynth", "-ni", "-g", "0.8", "-r", str(SR), "-F", str(tmp),
+                                str(SOUNDFONT), str(mid)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                               timeout=300, check=True)
+            except (subprocess.TimeoutExpired, subprocess.CalledProcessError) as exc:
+                print(f"  {path}: fluidsynth failed ({exc}); skipped")
+                continue
             tmp.rename(wav)
             np.save(beats_file, np.concatenate([[bpm], beats]))
         data = np.load(beats_file)
@@ -186,10 +191,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--warmup", type=float, default=5.0)
     ap.add_argument("--seconds", type=float, default=60.0, help="analyse at most this much of each piece")
+    ap.add_argument("--music21", type=int, default=len(MUSIC21_PIECES), metavar="N",
+                    help="use the first N music21 pieces (default all)")
     args = ap.parse_args()
     cache = cache_dir()
     print(f"renders cached in {cache}")
-    songs = hydrogen_songs(cache, args.seconds) + music21_pieces(cache, args.seconds)
+    songs = hydrogen_songs(cache, args.seconds) + music21_pieces(cache, args.seconds, args.music21)
     try:
         import aubio  # noqa: F401
         have_aubio = True
