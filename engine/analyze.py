@@ -12,7 +12,8 @@ Outputs, for a song ``<stem>.<ext>`` and a directory ``DIR``:
   one row per hop;
 - ``DIR/<stem>.json``: the summary (:func:`summary`): tempo, beat / downbeat / onset times and
   each feature's min / max / mean;
-- ``DIR/<stem>.png``: a plot of a few curves with beat, downbeat and onset ticks (Pillow).
+- ``DIR/<stem>.png``: a plot of the main curves, the eight log bands as a heat strip, and drop,
+  beat, downbeat and onset ticks (Pillow).
 """
 
 from __future__ import annotations
@@ -29,9 +30,12 @@ from engine.audio.features import SCALAR_FEATURES, FeatureExtractor
 from engine.errors import LJError
 
 #: Curves drawn in the plot, top to bottom.
-PLOT_CURVES = ("level", "bass", "mid", "treb", "flux", "centroid", "bpm_confidence", "beat_phase")
+PLOT_CURVES = ("level", "bass", "mid", "treb", "flux", "centroid", "harmonic", "percussive",
+               "novelty", "buildup", "bpm_confidence", "beat_phase")
+#: The log bands, drawn as one heat strip (band0 at the bottom), each value 0..1.
+PLOT_BANDS = tuple(f"band{i}" for i in range(8))
 #: Event rows drawn in the plot (feature name, label).
-PLOT_EVENTS = (("downbeat", "downbeat"), ("beat", "beat"), ("onset", "onset"),
+PLOT_EVENTS = (("drop", "drop"), ("downbeat", "downbeat"), ("beat", "beat"), ("onset", "onset"),
                ("onset_low", "onset low"))
 
 
@@ -140,8 +144,9 @@ def plot(a: SongAnalysis, path: Path, width: int = 1600) -> None:
     from PIL import Image, ImageDraw
 
     label_w, row_h, tick_h, top = 110, 70, 22, 24
+    band_h = 8 * 8
     plot_w = width - label_w - 10
-    height = top + len(PLOT_CURVES) * row_h + len(PLOT_EVENTS) * tick_h + 30
+    height = top + len(PLOT_CURVES) * row_h + band_h + 6 + len(PLOT_EVENTS) * tick_h + 30
     img = Image.new("RGB", (width, height), (18, 18, 22))
     d = ImageDraw.Draw(img)
     dur = max(a.duration, 1e-6)
@@ -171,7 +176,19 @@ def plot(a: SongAnalysis, path: Path, width: int = 1600) -> None:
             if len(pts) > 1:
                 d.line(pts, fill=(120, 200, 255), width=1)
         y += row_h
-    colours = {"downbeat": (255, 90, 90), "beat": (255, 200, 80), "onset": (140, 255, 140),
+    # The log bands: one row of 8 px per band (band0 at the bottom), brightness = level 0..1.
+    d.text((8, y + band_h // 2 - 6), "bands 0-7", fill=(200, 200, 200))
+    if n:
+        strip = np.zeros((8, plot_w))
+        for b, name in enumerate(PLOT_BANDS):
+            col_max = np.zeros(plot_w)
+            np.maximum.at(col_max, cols, np.clip(a.column(name), 0.0, 1.0))
+            strip[7 - b] = col_max
+        rgb = np.stack([strip * 255, strip * 170, strip * 60], axis=-1).astype(np.uint8)
+        rgb = np.repeat(rgb, band_h // 8, axis=0)
+        img.paste(Image.fromarray(rgb, "RGB"), (label_w, y))
+    y += band_h + 6
+    colours = {"drop": (255, 60, 255), "downbeat": (255, 90, 90), "beat": (255, 200, 80), "onset": (140, 255, 140),
                "onset_low": (90, 170, 255)}
     for name, label in PLOT_EVENTS:
         d.text((8, y + 4), label, fill=(200, 200, 200))

@@ -110,6 +110,8 @@ def _add_live(p: argparse.ArgumentParser) -> None:
                    help="do not advertise OSC/OSCQuery on the network (Zeroconf/mDNS)")
     p.add_argument("--midi", metavar="NAME|INDEX", action="append",
                    help="MIDI input to play the show with (see lj devices; repeatable)")
+    p.add_argument("--link", action="store_true",
+                   help="follow an Ableton Link session's tempo and beat (needs the 'link' extra: aalink)")
     p.add_argument("--frames", type=int, help="stop after this many frames")
     p.add_argument("--seconds", type=_positive, help="stop after this many seconds")
     p.add_argument("--overlay", action="store_true", help="start with the h overlay shown")
@@ -255,7 +257,7 @@ def _live_options(args) -> "LiveOptions":
         output_size=args.output_size, fit=args.fit, record=args.record,
         record_dir=args.record_dir, record_fps=args.record_fps, outputs=getattr(args, "outputs", None),
         resolution_budget=not args.fixed_size, target_fps=args.target_fps,
-        midi=args.midi, zeroconf=not args.no_zeroconf)
+        midi=args.midi, zeroconf=not args.no_zeroconf, link=getattr(args, "link", False))
 
 
 def _run_live(make_source, args) -> int:

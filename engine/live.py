@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.audio.steer import TempoSteering
 from engine.control import Controls, OscQueryServer, OscSender, OscServer
 from engine.control.hooks import LiveControl
 from engine.errors import ControlError
@@ -55,6 +56,7 @@ class LiveOptions:
     osc_allow: list[str] | None = None
     osc_smoothing: float = 0.06
     oscquery_port: int | None = None  # None: no OSCQuery; 0: any free port
+    link: bool = False                 # follow an Ableton Link session (engine.audio.steer)
     max_frames: int | None = None
     max_seconds: float | None = None
     hide_cursor: bool = False
@@ -133,7 +135,7 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
 
     stop = stop or StopFlag()
     controls = Controls(smoothing=opts.osc_smoothing)
-    server = query = sender = session = window = ctx = overlay = None
+    server = query = sender = session = window = ctx = overlay = steering = None
     live_control = LiveControl(controls)
     prev = None
     source_started = False
@@ -191,6 +193,7 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
         show_overlay = opts.overlay
         watched = session.mapping_path
         watched_mtime = _mtime(watched)
+        steering = TempoSteering(link=opts.link)
         source.start()
         source_started = True
         if opts.record:
@@ -223,6 +226,7 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
                     break
             snap = controls.snapshot()
             live_control.commands(snap.commands, session)  # MIDI clock -> tempo
+            steering.step(session.analysis.extractor.beat, controls.take_tempo())  # /lj/tempo/*, Link
             want_still = want_still or "still" in snap.triggers
             if snap.mapping:
                 session.request_reload(find_mapping(snap.mapping))
@@ -311,6 +315,8 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
         recording.stop()  # finalise the file first (SIGINT/SIGTERM end the loop through here)
         if outputs is not None:
             outputs.close()
+        if steering is not None:
+            steering.close()
         if source_started:
             source.stop()
         live_control.close()

@@ -75,3 +75,24 @@ def test_analyze_errors_are_one_line(tmp_path):
     song = write_demo_wav(tmp_path / "s.wav", seconds=1.0)
     r = lj("analyze", str(song), "-o", str(blocker / "sub"))
     assert r.returncode == 2 and "cannot write analysis" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_analyze_writes_the_new_features(tmp_path):
+    """The log bands, the harmonic/percussive split and the structure cues reach the CSV, the
+    JSON statistics and the plot; the demo song's first drop (after its build-up) is in the CSV."""
+    from engine.analyze import PLOT_CURVES, analyze_file
+    from engine.audio.demo import demo_sections
+
+    song = write_demo_wav(tmp_path / "d.wav", seconds=20.0)
+    info, paths = analyze_file(song, tmp_path / "out")
+    rows = list(csv.reader(open(paths["csv"])))
+    header = rows[0]
+    data = np.array(rows[1:], dtype=float)
+    for name in ["band0", "band7", "harmonic", "percussive", "novelty", "buildup", "drop"]:
+        assert name in header and name in info["features"]
+    assert {"harmonic", "percussive", "novelty", "buildup"} <= set(PLOT_CURVES)
+    drops = data[data[:, header.index("drop")] == 1.0, 0]
+    drop_at = [s for name, s, _ in demo_sections(20.0) if name == "drop"][0]
+    assert len(drops) == 1 and drop_at <= drops[0] <= drop_at + 0.3
+    assert info["features"]["buildup"]["max"] > 0.5
+    assert Image.open(paths["png"]).height > 900

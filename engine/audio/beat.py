@@ -406,13 +406,25 @@ class BeatTracker:
             self._bar_manual = True
         self._publish_phase()
 
-    def reset_phase(self) -> None:
-        """Make the next hop a downbeat (beat 1 of a bar), e.g. from a cue button on the one."""
+    def reset_phase(self, time_s: float | None = None) -> None:
+        """Beat 1 of a bar at ``time_s`` on the audio clock (:meth:`now`), or on the next hop.
+
+        For a cue button pressed on the one; ``time_s`` lets a caller that learned of the press
+        late (OSC, the frame loop) place the downbeat where it was. The bar position then stays
+        where it was put (no automatic downbeat search) until :meth:`release`.
+        """
         if self._period <= 0.0:
             return
-        self._phase = 1.0 - 1.0 / self._period
-        self._beat_count = BEATS_PER_BAR - 1
         self._bar_manual = True
+        if time_s is None:
+            self._phase = 1.0 - 1.0 / self._period
+            self._beat_count = BEATS_PER_BAR - 1
+            return
+        beats = max(0.0, (self.now() - float(time_s)) * self.rate / self._period)
+        whole = math.floor(beats)
+        self._phase = (beats - whole) - self._lead / self._period
+        self._beat_count = int(whole) % BEATS_PER_BAR
+        self._publish_phase()
 
     def lock(self, on: bool = True) -> None:
         """Hold the current tempo and phase (freewheel, no correction) while ``on``."""

@@ -61,12 +61,12 @@ ONSET_ABSOLUTE = 0.08      # ... and this absolute floor (mean log-magnitude ris
 ONSET_REFRACTORY = 0.08    # onsets: no second onset in a band within this time
 LOG_GAMMA = 100.0          # log-magnitude compression: log(1 + gamma * |X|), |X| = 1 at full scale
 BEAT_LOW_WEIGHT = 0.5      # beat tracker novelty: overall flux + this times the bass-band flux
-CHROMA_FMIN, CHROMA_FMAX = 250.0, 5000.0  # below 250 Hz a 2048-point bin spans semitones
 LOG_BANDS = 8              # band0 .. band7: equal log-frequency bands ...
 LOG_BAND_FMIN, LOG_BAND_FMAX = 30.0, 16000.0  # ... between these (cut at Nyquist)
 HPSS_TIME = 0.1            # harmonic: a bin's minimum over the last this many seconds ...
 HPSS_FREQ_HZ = 90.0        # percussive: ... and over +- this many Hz around it in this hop
 HPSS_FMAX = 8000.0         # the split looks at bins up to this frequency
+STRUCTURE_EVERY = 4        # novelty / buildup / drop are updated every this many hops
 _BAND_KEYS = tuple((b, b + "_att", b + "_level") for b in BANDS)
 _LOG_BAND_KEYS = tuple(f"band{i}" for i in range(LOG_BANDS))
 _FLUX_ONSET_KEYS = (("flux", "onset"), ("flux_low", "onset_low"), ("flux_mid", "onset_mid"),
@@ -113,22 +113,16 @@ def _coef(time_constant: float, hop_seconds: float) -> float:
     return 1.0 - math.exp(-hop_seconds / time_constant)
 
 
-def chroma_matrix(sr: int, n_fft: int, fmin: float = CHROMA_FMIN, fmax: float = CHROMA_FMAX,
-                  width: float = 0.5) -> np.ndarray:
-    """Weights float32 [12, n_fft // 2 + 1] that fold FFT bins onto pitch classes (C = 0).
+def chroma_matrix(sr: int, n_fft: int) -> np.ndarray:
+    """Weights float32 [12, n_fft // 2 + 1] that fold a power spectrum onto pitch classes (C = 0).
 
-    Each bin between ``fmin`` and ``fmax`` (Hz) contributes to the pitch classes near its own
-    (fractional) pitch with a Gaussian of ``width`` semitones.
+    The standard short-time chroma filter bank (``librosa.filters.chroma`` at A440 tuning: each bin
+    spread over the pitch classes near its own pitch, weighted toward the middle octaves), so the
+    streamed chroma is the same quantity as ``librosa.feature.chroma_stft``, computed causally.
     """
-    freqs = np.fft.rfftfreq(n_fft, 1.0 / sr)
-    out = np.zeros((12, freqs.size), dtype=np.float64)
-    sel = (freqs >= fmin) & (freqs <= fmax)
-    midi = 69.0 + 12.0 * np.log2(freqs[sel] / 440.0)
-    pc = np.arange(12)[:, None]
-    d = (midi[None, :] - pc + 6.0) % 12.0 - 6.0  # circular distance in semitones
-    out[:, sel] = np.exp(-0.5 * (d / width) ** 2)
-    out[:, sel] /= out[:, sel].sum(axis=0, keepdims=True)
-    return out.astype(np.float32)
+    from librosa.filters import chroma
+
+    return np.ascontiguousarray(chroma(sr=sr, n_fft=n_fft, tuning=0.0), dtype=np.float32)
 
 
 class _AutoGain:
@@ -235,14 +229,14 @@ class FeatureExtractor:
         self._inv_full = 1.0 / max(nb - edges[0], 1)
         self._log_fmin = math.log(20.0)
         self._log_span = math.log(max(nyq, 40.0)) - self._log_fmin
-        # One matrix-vector product with the magnitudes gives, row by row: their sum over
-        # 20 Hz .. Nyquist, the frequency-weighted sum (centroid) and the 12 chroma sums.
-        self._mag_rows = np.zeros((14, nb), dtype=np.float32)
+        # One matrix-vector product with the magnitudes gives their sum over 20 Hz .. Nyquist and
+        # the frequency-weighted sum (centroid); one with the power spectrum the 12 chroma sums.
+        self._mag_rows = np.zeros((2, nb), dtype=np.float32)
         self._mag_rows[0, edges[0]:] = 1.0
         self._mag_rows[1, edges[0]:] = freqs[edges[0]:]
-        self._mag_rows[2:] = chroma_matrix(sr, n_fft)
-        self._mag_sums = np.zeros(14, dtype=np.float32)
-        self._chroma_raw = self._mag_sums[2:]
+        self._mag_sums = np.zeros(2, dtype=np.float32)
+        self._chroma_rows = chroma_matrix(sr, n_fft)
+        self._chroma_raw = np.zeros(12, dtype=np.float32)
 
         # Eight equal log-frequency bands (band0 .. band7): one reduceat over the power row (its
         # spare zero column makes a band that Nyquist cut off sum to 0; the last segment, above
@@ -276,7 +270,7 @@ class FeatureExtractor:
         self._p_shifts = np.lib.stride_tricks.sliding_window_view(self._p_pad, nh)
         self._p_min = np.zeros(nh, dtype=np.float32)
         #: Novelty, build-up and drop (``engine.audio.structure``).
-        self.structure = StructureTracker(hs, LOG_BANDS)
+        self.structure = StructureTracker(hs * STRUCTURE_EVERY, LOG_BANDS)
 
         # Per-band state in plain Python floats (index 0..2 = bass, mid, treb).
         self._k_base = _coef(BASELINE_TIME, hs)
@@ -302,6 +296,9 @@ class FeatureExtractor:
         #: (``tap``, ``set_tempo``, ``set_phase``, ``reset_phase``, ``lock``, ``release``).
         self.beat = BeatTracker(sr / hop)
 
+        #: This hop's raw onset strength: the mean log-magnitude rise over 20 Hz .. Nyquist
+        #: (``flux`` before its normalisation), as librosa's ``onset_strength`` is unnormalised.
+        self.onset_strength = 0.0
         self.features: Features = {name: 0.0 for name in SCALAR_FEATURES}
         self.features["chroma"] = np.zeros(12, dtype=np.float32)
         self.features["loudness"] = -100.0
@@ -367,6 +364,7 @@ class FeatureExtractor:
         np.maximum(rise, 0.0, out=rise)
         np.add.reduceat(summed, self._edges, axis=1, out=self._sums)
         np.dot(self._mag_rows, mag, out=self._mag_sums)
+        np.dot(self._chroma_rows, power, out=self._chroma_raw)
         np.add.reduceat(power_full, self._log_edges, out=self._log_sums)
         energy, _, logseg, seg = self._sums.tolist()
 
@@ -404,8 +402,8 @@ class FeatureExtractor:
         ring[self._h_pos] = h_mag
         self._h_pos = (self._h_pos + 1) % ring.shape[0]
         self._p_mid[:] = h_mag
-        np.min(ring, axis=0, out=self._h_min)
-        np.min(self._p_shifts, axis=0, out=self._p_min)
+        np.minimum.reduce(ring, axis=0, out=self._h_min)
+        np.minimum.reduce(self._p_shifts, axis=0, out=self._p_min)
         eh = float(np.dot(self._h_min, self._h_min))
         ep = float(np.dot(self._p_min, self._p_min))
         share = eh / (eh + ep) if eh + ep > 1e-12 else 0.5
@@ -419,6 +417,7 @@ class FeatureExtractor:
             inv = self._inv_counts
             raw = ((seg[0] + seg[1] + seg[2] + seg[3]) * self._inv_full,
                    seg[0] * inv[0], seg[1] * inv[1], seg[2] * inv[2])
+        self.onset_strength = raw[0]
         p = self._hist_pos
         fmax_l, hist_sum, above_l, since_l = (self._flux_max, self._hist_sum, self._above,
                                               self._since_onset)
@@ -444,7 +443,8 @@ class FeatureExtractor:
         self._hist_pos = 0 if p == hist_len else p
 
         # --- spectral shape ---
-        msum, cnum, *chroma_raw = self._mag_sums.tolist()
+        msum, cnum = self._mag_sums.tolist()
+        chroma_raw = self._chroma_raw.tolist()
         if msum > 1e-7:
             c = (math.log(max(cnum / msum, 20.0)) - self._log_fmin) / self._log_span
             feats["centroid"] = min(1.0, max(0.0, c))
@@ -457,18 +457,21 @@ class FeatureExtractor:
 
         chroma = feats["chroma"]
         cmax = max(chroma_raw)
-        if cmax > 1e-6:
+        if cmax > 1e-12:
             np.multiply(self._chroma_raw, 1.0 / cmax, out=chroma)
         else:
             chroma.fill(0.0)
 
-        # --- structure ---
-        st = self.structure
-        st.update(loudness, 10.0 * math.log10(energy[0]) if energy[0] > 1e-10 else -100.0,
-                  feats["centroid"], bands_db)
-        feats["novelty"] = st.novelty
-        feats["buildup"] = st.buildup
-        feats["drop"] = 1.0 if st.drop else 0.0
+        # --- structure (slow cues: updated every STRUCTURE_EVERY hops, drop fires on that hop) ---
+        if self.hops % STRUCTURE_EVERY == 0:
+            st = self.structure
+            st.update(loudness, 10.0 * math.log10(energy[0]) if energy[0] > 1e-10 else -100.0,
+                      feats["centroid"], bands_db)
+            feats["novelty"] = st.novelty
+            feats["buildup"] = st.buildup
+            feats["drop"] = 1.0 if st.drop else 0.0
+        else:
+            feats["drop"] = 0.0
 
         # --- tempo and beats ---
         bt = self.beat

@@ -6,6 +6,8 @@ Address space v1 (see ``docs/osc.md``)::
          /lj/trigger/<name> [value]                 fire a one-shot trigger (a 0/False value is ignored)
          /lj/mapping/load   s                       ask the show to load another mapping file
          /lj/generator      s                       ask the show to load another generator
+         /lj/tempo/tap | reset [i]                  tap tempo / beat one now (0 = release: ignored)
+         /lj/tempo/set f, /lj/tempo/lock i, /lj/tempo/link i   tempo, hold, Ableton Link
          /lj/get            s                       reply "<address> <value>" for every match
          /lj/list                                   reply "/lj/list s s ..." (the address space)
          /lj/fx/<effect>/<input>, /lj/truncation, /lj/noise   f (0-1)   direct override
@@ -37,7 +39,7 @@ from collections.abc import Iterable
 from engine.control.pattern import PatternError, is_pattern, match
 from engine.control.sender import OscSender
 from engine.control.space import (COMMANDS, GENERATOR_LOAD, GET, LIST, MAPPING_LOAD, NAME_RE, PARAM_PREFIX,
-                                  READ, RELEASE, STATE_PREFIX, TRIGGER_PREFIX, WRITE)
+                                  READ, RELEASE, STATE_PREFIX, TEMPO_PREFIX, TRIGGER_PREFIX, WRITE)
 from engine.control.learn import LEARN, LEARN_CANCEL, LEARN_FORGET, LEARN_PREFIX, osc_value
 from engine.control.state import Controls
 from engine.control.wire import check_packet, encode_message, flatten, pack_datagrams, parse_simple
@@ -363,7 +365,18 @@ class OscServer:
             # scenes, presets, cues, latents (engine/show.py): checked and queued for the frame loop
             **{address: (lambda a, address=address: "ok" if c.command(address, a) else "bad")
                for address in COMMANDS},
+            # tempo steering (engine/audio/steer.py): queued with the time it arrived
+            **{TEMPO_PREFIX + name: (lambda a, name=name: self._tempo(name, a))
+               for name in ("tap", "reset", "set", "lock", "link")},
         }
+
+    def _tempo(self, name: str, args: list) -> str:
+        if name in ("tap", "reset"):
+            if args and isinstance(args[0], (int, float)) and not args[0]:
+                return "ok"  # a button's release
+            return "ok" if self.controls.request_tempo(name) else "bad"
+        value = _param_value(args)
+        return "ok" if value is not None and self.controls.request_tempo(name, value) else "bad"
 
     def _record_start(self, args: list) -> str:
         if args and (len(args) != 1 or not isinstance(args[0], str)):

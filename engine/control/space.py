@@ -15,6 +15,7 @@ TRIGGER_PREFIX = "/lj/trigger/"
 STATE_PREFIX = "/lj/state/"
 MAPPING_LOAD = "/lj/mapping/load"
 GENERATOR_LOAD = "/lj/generator"
+TEMPO_PREFIX = "/lj/tempo/"
 GET = "/lj/get"
 LIST = "/lj/list"
 RELEASE = "/lj/release"
@@ -73,5 +74,10 @@ FIXED = (
     AddressInfo("/lj/record/start", "s", WRITE, "record the output as shown, with the audio "
                 "(optional path; none: ./recordings/lj-<date>-<time>-<n>.mp4)", extended="filepath"),
     AddressInfo("/lj/record/stop", "N", WRITE, "finish the recording"),
+    AddressInfo(TEMPO_PREFIX + "tap", "N", WRITE, "tap tempo (one tap per beat)"),
+    AddressInfo(TEMPO_PREFIX + "reset", "N", WRITE, "beat one is now (phase reset)"),
+    AddressInfo(TEMPO_PREFIX + "set", "f", WRITE, "set the tempo in BPM", range=(30.0, 300.0)),
+    AddressInfo(TEMPO_PREFIX + "lock", "i", WRITE, "1: hold the tempo, 0: let the tracker follow"),
+    AddressInfo(TEMPO_PREFIX + "link", "i", WRITE, "1: follow Ableton Link, 0: the internal tracker"),
 ) + tuple(AddressInfo(address, {"": "N", "s": "s", "is": "s"}[types], WRITE, description)
           for address, (types, description) in COMMANDS.items())

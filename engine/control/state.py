@@ -139,6 +139,7 @@ class Controls:
         self._direct: dict[str, Smoothed] = {}  # held overrides, normalised 0..1
         self._direct_now: dict[str, float] = {}  # values in effect last frame (real units)
         self._commands: deque = deque(maxlen=MAX_PENDING_TRIGGERS)
+        self._tempo: deque[tuple[str, float | None, float]] = deque(maxlen=MAX_PENDING_TRIGGERS)
         self._stats: dict[str, int] = {k: 0 for k in STAT_NAMES}
         self._version = 0
         #: Learned/declared control bindings (OSC addresses and MIDI controls -> targets).
@@ -441,6 +442,24 @@ class Controls:
         with self._lock:
             self._commands.append((address, arg))
             return True
+
+    def request_tempo(self, command: str, value: float | None = None) -> bool:
+        """Queue a tempo command (``tap``, ``set``, ``reset``, ``lock``, ``link``) for the frame
+        loop, stamped with the time it arrived (``engine.audio.steer.apply_tempo_commands``)."""
+        number = None if value is None else _finite(value)
+        with self._lock:
+            if not _valid_name(command) or (value is not None and number is None):
+                self._stats["bad_values"] += 1
+                return False
+            self._tempo.append((command, number, time.monotonic()))
+            return True
+
+    def take_tempo(self) -> list[tuple[str, float | None, float]]:
+        """The tempo commands queued since the last call, oldest first: (name, value, received)."""
+        with self._lock:
+            commands = list(self._tempo)
+            self._tempo.clear()
+        return commands
 
     def count(self, stat: str, n: int = 1) -> None:
         """Add ``n`` to the counter ``stat`` (one of :data:`STAT_NAMES`, or a new one)."""
