@@ -42,6 +42,12 @@ content appears at the edge); a StyleGAN3-R model also rotates cleanly. The upda
 fp16: as in NVlabs' code, layers flagged ``use_fp16`` (the ``num_fp16_res`` highest resolutions)
 run in half precision on CUDA unless ``force_fp32=True``; on the CPU everything runs in fp32.
 
+What NVlabs' pickles carry (``G_ema.init_kwargs``, from their train.py): ``z_dim=512, w_dim=512,
+mapping_kwargs={'num_layers': 2}, channel_base, channel_max, magnitude_ema_beta, c_dim,
+img_resolution, img_channels``; StyleGAN3-R adds ``conv_kernel=1, use_radial_filters=True`` (and
+doubled ``channel_base``/``channel_max``); ``--fp32`` runs add ``num_fp16_res=0, conv_clamp=None``.
+Pass them as they are: ``Generator(**init_kwargs)`` then ``load_state_dict(state, strict=True)``.
+
 The layer layout (cutoffs, stopbands, sampling rates, sizes and channel counts per layer) follows
 the paper's geometric progression (its Appendix F); the filters are designed here with
 ``scipy.signal.firwin`` (separable Kaiser) and our own jinc-Kaiser for the radial ones.
