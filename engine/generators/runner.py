@@ -101,6 +101,10 @@ class GeneratorRunner:
         self._last_good: np.ndarray | None = None
         self._errors_seen: set[str] = set()
         self.error_count = 0
+        self.last_error = ""      # the last failure, one line
+        self.last_failed = False  # whether the last generated frame failed
+        self._finite = torch.ones((), dtype=torch.bool, device=self.device)  # output all finite
+        self._finite_host = torch.ones((), dtype=torch.bool, pin_memory=is_cuda)
         self.last_gen_s = 0.0  # wall time of the last generate() call, seconds
         self.late_frames = 0   # result() calls that timed out and held the last good frame
         self._done_seq = 0     # jobs finished
@@ -131,6 +135,7 @@ class GeneratorRunner:
         self._noise.copy_(self._noise_host, non_blocking=True)
         w = truncate_(self._w, self._w_avg, self._psi)
         image = self.generator.synthesize(w, self._noise)
+        torch.all(torch.isfinite(image[0]), out=self._finite)  # NaN/inf out: hold the last frame
         to_rgb8_(image[0], self._out_dev[slot], self._rgb_work)
 
     def _capture(self) -> None:
@@ -171,6 +176,7 @@ class GeneratorRunner:
                     self._step_device(slot)
                 # The display needs the pixels on the host: the one sync of the frame.
                 self._out_host[slot].copy_(self._out_dev[slot], non_blocking=True)
+                self._finite_host.copy_(self._finite, non_blocking=True)
             self._stream.synchronize()
             return self._out_np[slot]
 
@@ -182,10 +188,16 @@ class GeneratorRunner:
             t0 = time.perf_counter()
             frame = self.generate(params)
             self.last_gen_s = time.perf_counter() - t0
+            finite = self._finite_host if self._stream is not None else self._finite
+            if not bool(finite):
+                raise FloatingPointError("generator returned NaN or inf")
+            self.last_failed = False
             return frame
         except Exception as exc:  # a failing generator must not stop the show
             self.error_count += 1
+            self.last_failed = True
             kind = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+            self.last_error = kind
             if kind not in self._errors_seen:
                 self._errors_seen.add(kind)
                 log.error("generator failed (holding the last good frame): %s", kind)
