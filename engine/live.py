@@ -60,7 +60,7 @@ class LiveOptions:
     overlay: bool = False
     schedule: object | None = None   # engine.schedule.Schedule: blank and asleep outside its hours
     clock: object | None = None      # () -> datetime for the schedule (default: datetime.now)
-    monitor: object | None = None    # engine.health.Health: gets the state once a second
+    health_monitor: object | None = None  # engine.health.Health: gets the state once a second
 
 
 class StopFlag:
@@ -180,8 +180,9 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
                     if sleeping:
                         if published is None or t0 - published >= 1.0:
                             published = t0
-                            publish_state(controls, sender, opts.monitor, health, session, runner,
-                                          source, stats, faults, started, frame_no, sleeping)
+                            publish_state(controls, sender, opts.health_monitor, health, session,
+                                          session.runner, source, stats, faults, started,
+                                          frame_no, sleeping)
                         if (opts.max_seconds is not None
                                 and time.perf_counter() - started >= opts.max_seconds):
                             break
@@ -236,7 +237,7 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
             if published is None or t0 - published >= 1.0:
                 # state for /lj/get, OSCQuery, OSC out and GET /health, once a second
                 published = t0
-                publish_state(controls, sender, opts.monitor, health, session, runner, source,
+                publish_state(controls, sender, opts.health_monitor, health, session, runner, source,
                               stats, faults, started, frame_no, sleeping)
             # Wait for the generator at most a few of its usual frame times: a generator that
             # suddenly takes ten times longer holds the last good picture while the shaders, the
@@ -371,8 +372,8 @@ def supervise(make_source, opts: LiveOptions, stop: StopFlag, delay: float = RES
 
     restarts = 0
     while True:
-        if opts.monitor is not None:
-            opts.monitor.restarts = restarts
+        if opts.health_monitor is not None:
+            opts.health_monitor.restarts = restarts
         try:
             return run_live(make_source(), opts, stop, health={"restarts": restarts})
         except LJError:

@@ -55,7 +55,7 @@ class Show:
         self.health = Health()
         self.opts = LiveOptions(mapping=str(mapping) if mapping else None, size=32, headless=True,
                                 osc_port=self.port, stills_dir=str(self.stills),
-                                monitor=self.health, max_seconds=120, **kw)
+                                health_monitor=self.health, max_seconds=120, **kw)
         self.stop = StopFlag()
         self.out = {}
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
