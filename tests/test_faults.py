@@ -330,6 +330,41 @@ def test_the_audio_server_restarts_under_a_running_show(pulse_server, tmp_path, 
     assert sum("is back" in m for m in messages) == 1, messages
 
 
+@pytest.mark.audio_server
+def test_the_null_sink_vanishes_and_returns_under_a_running_show(pulse_sink, tmp_path, monkeypatch,
+                                                                 caplog):
+    """The sink the show listens to is unloaded (PulseAudio moves the stream elsewhere) and
+    loaded again: frames and pictures go on meanwhile, the input is reopened by itself (logged)
+    and hears what is played into the returned sink."""
+    from engine.audio.sources import LiveInput
+    from test_audio_recovery import hears, tone_file
+
+    caplog.set_level(logging.INFO, logger="lj.audio")
+    monkeypatch.setenv("PULSE_SOURCE", pulse_sink["monitor"])
+    source = LiveInput(device=capture_device())
+    show = Show(tmp_path, source)
+    try:
+        show.wait(lambda s: s.get("frames", 0) > 5, "the show to start")
+        clock = source.position
+        subprocess.run(["pactl", "unload-module", pulse_sink["module"]], check=True)
+        # the stream stalls or moves; either way the clock runs on (back-filled with silence)
+        wait_for(lambda: source.position > clock + 2 * source.sample_rate, "the audio clock", 30)
+        a = show.still()
+        show.frames_advance(30)
+        assert np.abs(show.still() - a).mean() > 0.5, "the visuals go on"
+        pulse_sink["module"] = subprocess.run(
+            ["pactl", "load-module", "module-null-sink", f"sink_name={pulse_sink['name']}",
+             "rate=48000", "channels=2"], capture_output=True, text=True, check=True).stdout.strip()
+        assert hears(source, 880.0, pulse_sink["name"], tone_file(tmp_path), timeout=40), \
+            "capture did not come back to the returned sink"
+        show.wait(lambda s: s["audio_reopens"] >= 1, "the reopen to be published", 30)
+        show.frames_advance(10)
+    finally:
+        show.finish()
+    messages = [r.getMessage() for r in caplog.records if r.name == "lj.audio"]
+    assert any("lost" in m or "exactly silent" in m for m in messages), messages
+
+
 # --- signals ---------------------------------------------------------------------------------------
 
 def run_cli(*args):
