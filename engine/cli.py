@@ -137,6 +137,12 @@ def _add_live(p: argparse.ArgumentParser) -> None:
                    help="unattended: fullscreen, no cursor, audio files loop, restart after a crash")
     p.add_argument("--log", metavar="FILE",
                    help="also log to FILE (rotated at 5 MB, 5 files kept)")
+    p.add_argument("--schedule", action="append", metavar="HOURS",
+                   help="on/off hours, e.g. '10:00-18:00' or 'mon-fri 10:00-18:00; sat 12:00-16:00' "
+                        "(repeatable); outside them the screen is black and generation sleeps")
+    p.add_argument("--health-port", type=_port, metavar="PORT",
+                   help="serve GET /health (JSON: fps, uptime, frames, errors) on this TCP port, "
+                        "on the --osc-listen address (0 = any free)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_live(p)
 
     p = sub.add_parser("run", help="the live loop")
+    p.add_argument("--config", "-c", metavar="FILE",
+                   help="read options from a TOML file (see docs/installation.md); the command "
+                        "line wins")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--input", "-i", metavar="DEVICE", help="sound card input: index or name (see lj devices)")
     src.add_argument("--audio", "-a", metavar="FILE", help="play FILE out loud and follow it")
@@ -257,7 +266,16 @@ def _live_options(args) -> "LiveOptions":
         output_size=args.output_size, fit=args.fit, record=args.record,
         record_dir=args.record_dir, record_fps=args.record_fps, outputs=getattr(args, "outputs", None),
         resolution_budget=not args.fixed_size, target_fps=args.target_fps,
-        midi=args.midi, zeroconf=not args.no_zeroconf, link=getattr(args, "link", False))
+        midi=args.midi, zeroconf=not args.no_zeroconf, link=getattr(args, "link", False),
+        schedule=_schedule(args.schedule))
+
+
+def _schedule(hours):
+    if not hours:
+        return None
+    from engine.schedule import Schedule
+
+    return Schedule(hours)
 
 
 def _run_live(make_source, args) -> int:
@@ -267,11 +285,22 @@ def _run_live(make_source, args) -> int:
     stop = StopFlag()
     install_signal_handlers(stop)
     opts = _live_options(args)
-    if args.installation:
-        opts.fullscreen = opts.hide_cursor = True
-        stats = supervise(make_source, opts, stop)
-    else:
-        stats = run_live(make_source(), opts, stop)
+    server = None
+    if args.health_port is not None:
+        from engine.health import Health, HealthServer
+
+        opts.health_monitor = Health()
+        server = HealthServer(opts.health_monitor, host=args.osc_listen, port=args.health_port)
+        server.start()  # a busy port is a one-line error before anything else opens
+    try:
+        if args.installation:
+            opts.fullscreen = opts.hide_cursor = True
+            stats = supervise(make_source, opts, stop)
+        else:
+            stats = run_live(make_source(), opts, stop)
+    finally:
+        if server is not None:
+            server.stop()
     if stats is not None and stats.frames:
         print(f"lj: {stats.frames} frames, {stats.mean_fps():.1f} fps average")
     return 0
@@ -401,6 +430,13 @@ COMMANDS = {"demo": cmd_demo, "run": cmd_run, "render": cmd_render, "devices": c
             "check": cmd_check, "analyze": cmd_analyze, "export": cmd_export}
 
 
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[name]
+    raise KeyError(name)
+
+
 def _interrupt(*_):
     raise KeyboardInterrupt
 
@@ -414,6 +450,15 @@ def main(argv: list[str] | None = None) -> int:
         pass
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "config", None):  # the file's values become defaults; parse again
+        from engine.showconfig import apply_config
+
+        try:
+            apply_config(_subparser(parser, args.command), args.config)
+        except LJError as exc:
+            print(f"lj: error: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format="lj: %(levelname)s: %(message)s")
     if getattr(args, "log", None):

@@ -18,6 +18,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from engine.audio.steer import TempoSteering
@@ -74,6 +75,9 @@ class LiveOptions:
     target_fps: float = 60.0        # the frame rate the resolution budget aims for
     midi: list[str] | None = None  # MIDI inputs (names or indices); None: no MIDI
     zeroconf: bool = True  # advertise OSC and OSCQuery on the LAN (mDNS)
+    schedule: object | None = None   # engine.schedule.Schedule: blank and asleep outside its hours
+    clock: object | None = None      # () -> datetime for the schedule (default: datetime.now)
+    health_monitor: object | None = None  # engine.health.Health: gets the state once a second
 
 
 class StopFlag:
@@ -204,8 +208,27 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
         frame_no = 0
         gen_ema = 0.0
         want_still = False
+        faults = FaultLog()
+        published = None
+        sleeping = False
+        clock = opts.clock or datetime.now
         while not stop.set:
             t0 = time.perf_counter()
+            if opts.schedule is not None:  # outside the hours: a black screen and a cheap nap
+                on = opts.schedule.is_on(clock())
+                if not on or sleeping:
+                    sleeping = schedule_step(on, sleeping, opts.schedule, clock, source, window,
+                                             stop)
+                    if sleeping:
+                        if published is None or t0 - published >= 1.0:
+                            published = t0
+                            publish_state(controls, sender, opts.health_monitor, health, session,
+                                          session.runner, source, stats, faults, started,
+                                          frame_no, sleeping)
+                        if (opts.max_seconds is not None
+                                and time.perf_counter() - started >= opts.max_seconds):
+                            break
+                        continue
             if window is not None:
                 for key in window.poll():
                     if key in ("escape", "q"):
@@ -256,6 +279,7 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
                 declare_params(controls, session.mapping)
                 live_control.on_mapping(session)
                 prev = None  # the last frame came from the old generator (maybe another size)
+            faults.note(session)
 
             if "hold" in snap.triggers and prev is not None:
                 session.renderer.hold()
@@ -283,21 +307,14 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
                     window.swap()
             if sender is not None:
                 sender.send_features(session.analysis.features, params.t)
-            if frame_no % 60 == 0:  # state for /lj/get, OSCQuery and OSC out, about once a second
-                state = {"mapping": session.mapping.name or session.mapping_path.name,
-                         "generator": session.generator_spec,
+            if published is None or t0 - published >= 1.0:
+                # state for /lj/get, OSCQuery, OSC out and GET /health, once a second
+                published = t0
+                shown = {"generator": session.generator_spec,
                          "scene": getattr(session.mapping, "scene", ""),
-                         "fps": round(stats.fps(), 1), "error": session.last_error or "",
-                         "uptime": round(time.perf_counter() - started, 1),
-                         "generator_errors": runner.error_count,
-                         "late_frames": runner.late_frames,
-                         "audio_lost": int(bool(getattr(source, "lost", False)))}
-                state.update(recording.state())
-                if health is not None:
-                    state.update(health)
-                controls.set_state(state)
-                if sender is not None:
-                    sender.send_state(state)
+                         **recording.state(), **(health or {})}
+                publish_state(controls, sender, opts.health_monitor, shown, session, runner, source,
+                              stats, faults, started, frame_no, sleeping)
             # Wait for the generator at most a few of its usual frame times: a generator that
             # suddenly takes ten times longer holds the last good picture while the shaders, the
             # overlay and OSC keep running on the current audio.
@@ -339,6 +356,88 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
     return stats
 
 
+class FaultLog:
+    """Counts the mapping reloads refused and remembers the last error of any kind."""
+
+    def __init__(self):
+        self.mapping_errors = 0
+        self.last_error = ""
+        self._mapping_seen = None
+        self._generator_seen = 0
+
+    def note(self, session) -> None:
+        err = session.last_error
+        if err is not None and err is not self._mapping_seen:  # a new refusal (a new str each time)
+            self.mapping_errors += 1
+            self.last_error = f"mapping: {err}"
+        self._mapping_seen = err
+        runner = session.runner
+        if runner.error_count != self._generator_seen:
+            self._generator_seen = runner.error_count
+            self.last_error = f"generator: {getattr(runner, 'last_error', '') or 'failed'}"
+
+
+def publish_state(controls, sender, monitor, extra, session, runner, source, stats, faults,
+                  started, frame_no, sleeping) -> dict:
+    """The show's state under ``/lj/state/*`` (and OSC out, and the health monitor)."""
+    bad_packets = controls.stats["bad_packets"]
+    state = {"mapping": session.mapping.name or session.mapping_path.name,
+             "fps": 0.0 if sleeping else round(stats.fps(), 1), "error": session.last_error or "",
+             "uptime": round(time.perf_counter() - started, 1),
+             "frames": frame_no, "sleeping": int(sleeping),
+             "generator_errors": runner.error_count,
+             "late_frames": runner.late_frames,
+             "mapping_errors": faults.mapping_errors,
+             "osc_bad_packets": bad_packets,
+             "audio_lost": int(bool(getattr(source, "lost", False))),
+             "audio_reopens": int(getattr(source, "reopens", 0))}
+    if extra is not None:
+        state.update(extra)
+    controls.set_state(state)
+    if sender is not None:
+        sender.send_state(state)
+    if monitor is not None:
+        monitor.publish({**state, "last_error": faults.last_error,
+                         "holding": int(runner.error_count > 0 and runner.last_failed),
+                         "errors": {"generator": runner.error_count,
+                                    "late_frames": runner.late_frames,
+                                    "mapping": faults.mapping_errors,
+                                    "osc_bad_packets": bad_packets,
+                                    "audio_reopens": state["audio_reopens"]}})
+    return state
+
+
+def schedule_step(on: bool, sleeping: bool, schedule, clock, source, window, stop) -> bool:
+    """One step of the loop outside the schedule's hours; returns whether it is asleep now.
+
+    Falling asleep stops the audio source (a soundtrack falls silent, a sound card is let go) and
+    blanks the window; asleep, the loop only blanks the window, answers its keys and naps until
+    the next change (at most 1 s, so OSC state and ``stop`` stay responsive). Waking up starts the
+    source again; the caller then renders as usual.
+    """
+    if on:
+        log.info("schedule: on (%s)", schedule.text)
+        source.start()
+        return False
+    if not sleeping:
+        nxt = schedule.next_change(clock())
+        log.info("schedule: off until %s; screen blank, generation asleep",
+                 nxt.strftime("%a %H:%M") if nxt else "never")
+        source.stop()
+    if window is not None:
+        for key in window.poll():
+            if key in ("escape", "q"):
+                stop()
+        if window.should_close:
+            stop()
+        window.ctx.screen.use()
+        window.ctx.clear(0.0, 0.0, 0.0)
+        window.swap()
+    left = schedule.seconds_to_change(clock())
+    stop.event.wait(1.0 if left is None else min(1.0, max(0.01, left)))
+    return True
+
+
 RESTART_DELAY_S = 2.0
 
 
@@ -356,6 +455,8 @@ def supervise(make_source, opts: LiveOptions, stop: StopFlag, delay: float = RES
 
     restarts = 0
     while True:
+        if opts.health_monitor is not None:
+            opts.health_monitor.restarts = restarts
         try:
             return run_live(make_source(), opts, stop, health={"restarts": restarts})
         except LJError:

@@ -88,3 +88,135 @@ def test_a_failed_start_leaves_no_osc_server_behind(tmp_path):
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", port))
     sock.close()
+
+
+# --- the config file and the health endpoint ---------------------------------------------------
+
+import json
+import signal
+import threading
+import time
+import urllib.request
+from datetime import datetime, timedelta
+
+from support import free_port
+
+
+def lj(*args, **kw):
+    env = dict(os.environ)
+    env.pop("DISPLAY", None)
+    return subprocess.run([sys.executable, "-m", "engine", *args], capture_output=True, text=True,
+                          timeout=120, env=env, **kw)
+
+
+def test_a_config_file_holds_the_options_and_the_command_line_wins(tmp_path):
+    write_demo_wav(tmp_path / "song.wav", seconds=5.0)
+    show = tmp_path / "show.toml"
+    show.write_text('audio = "song.wav"\n'          # beside the config file
+                    'headless = true\nno-osc = true\nsize = 32\nframes = 2000\n'
+                    'log = "show.log"\n'
+                    '[schedule]\nhours = ["00:00-24:00"]\n')
+    result = lj("run", "--config", str(show), "--frames", "25", cwd="/")
+    assert result.returncode == 0, result.stderr
+    assert "25 frames" in result.stdout, "--frames on the command line beats the file's 2000"
+    assert "running:" in (tmp_path / "show.log").read_text(), "log = relative to the file"
+
+
+@pytest.mark.parametrize("text, message", [
+    ('mapping = "x.toml"\ncolour = "red"\n', "unknown key 'colour'"),
+    ('size = \n', "show.toml: .*line 1"),
+    ('osc-port = "loud"\n', "osc-port: expected a UDP port number"),
+    ('headless = "yes"\n', "headless must be true or false"),
+    ('schedule = "sometimes"\n', "'sometimes' is not a day"),
+    ('[lights]\non = true\n', r"unknown table \[lights\]"),
+])
+def test_config_file_errors_are_one_line(tmp_path, text, message):
+    import re
+
+    show = tmp_path / "show.toml"
+    show.write_text(text)
+    result = lj("run", "--config", str(show), "--headless", "--frames", "1")
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lj: error:"), result.stderr
+    assert re.search(message, lines[0]), lines[0]
+
+
+def get_health(port):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as reply:
+        assert reply.headers["Content-Type"] == "application/json"
+        return json.loads(reply.read())
+
+
+def watch_health(tmp_path, config_text, until):
+    """``lj run --config`` with ``--health-port``; poll GET /health over HTTP until ``until(answer)``
+    holds, then SIGTERM. Returns (answer, exit status, stderr)."""
+    song = write_demo_wav(tmp_path / "song.wav", seconds=60.0)
+    port = free_port(socket.SOCK_STREAM)
+    show = tmp_path / "show.toml"
+    show.write_text(f'audio = "{song}"\nheadless = true\nsize = 32\nosc-port = 0\n'
+                    f'no-oscquery = true\nhealth-port = {port}\n' + config_text)
+    env = dict(os.environ)
+    env.pop("DISPLAY", None)
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "run", "--config", str(show)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    answer = None
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                answer = get_health(port)
+            except OSError:
+                answer = None
+            if answer is not None and until(answer):
+                break
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert answer is not None and until(answer), (answer, err)
+    return answer, proc.returncode, err
+
+
+def test_health_over_http_while_the_show_runs(tmp_path):
+    answer, code, err = watch_health(tmp_path, "", lambda a: a.get("frames", 0) > 20)
+    assert code == 0 and "Traceback" not in err, err
+    assert answer["status"] == "ok"
+    assert answer["fps"] > 0 and answer["uptime"] > 0 and answer["restarts"] == 0
+    assert answer["audio_lost"] == 0 and answer["sleeping"] == 0
+    assert set(answer["errors"]) >= {"generator", "mapping", "osc_bad_packets", "late_frames"}
+    assert answer["last_error"] == "" and answer["mapping"]
+
+
+def test_health_says_sleeping_outside_the_configured_hours(tmp_path):
+    later = datetime.now() + timedelta(hours=3)  # a one-hour window that is not now
+    hours = f"{later:%H}:00-{(later + timedelta(hours=1)):%H}:00"
+    answer, code, err = watch_health(tmp_path, f'[schedule]\nhours = ["{hours}"]\n',
+                                     lambda a: a.get("status") == "sleeping" and a["uptime"] > 2)
+    assert code == 0, err
+    assert answer["frames"] == 0 and answer["fps"] == 0
+    assert "schedule: off until" in err
+
+
+def test_health_endpoint_answers_json_and_404(tmp_path):
+    from engine.health import Health, HealthServer
+
+    health = Health()
+    server = HealthServer(health, port=0)
+    server.start()
+    try:
+        assert get_health(server.port)["status"] == "starting"
+        health.publish({"fps": float("nan"), "frames": 3, "audio_lost": 1})
+        answer = get_health(server.port)
+        assert answer["status"] == "degraded" and answer["fps"] == 0.0 and answer["frames"] == 3
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(f"http://127.0.0.1:{server.port}/nope", timeout=5)
+        assert info.value.code == 404
+        busy = HealthServer(health, port=server.port)
+        with pytest.raises(ControlError, match="busy"):
+            busy.start()
+    finally:
+        server.stop()
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    probe.bind(("127.0.0.1", server.port))  # freed
+    probe.close()

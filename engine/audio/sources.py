@@ -390,6 +390,8 @@ class LiveInput:
         self._spec = device            # re-resolved on reopen: indices change when PortAudio rescans
         self.lost = False              # True while the device is gone (silence is fed meanwhile)
         self.reopens = 0               # successful reopens after a loss or a long silence
+        self._silence_logged = False   # "exactly silent, reopening" said once per silent stretch
+        self._quiet_mark = 0.0         # _heard when a reopen handed over (not a sound heard)
         self._feeding = False          # the watchdog is writing silence; the callback stands back
         self._last_cb = 0.0            # time.monotonic() of the latest callback
         self._heard = 0.0              # ... of the latest block that was not all zeros
@@ -481,11 +483,17 @@ class LiveInput:
                 dead = stream is None or not stream.active or stalled
                 stranded = now - self._heard > SILENT_REOPEN_S
                 if not (dead or stranded):
+                    if self._heard > self._quiet_mark:  # real sound since: a new stretch may log
+                        self._silence_logged = False
                     continue
                 if dead:
                     self.lost = True
                     log.warning("audio input '%s' lost; the visuals go on in silence while it is "
                                 "reopened every %.0f s", self.device_name, RETRY_EVERY_S)
+                elif not self._silence_logged:
+                    self._silence_logged = True
+                    log.warning("audio input '%s' has been exactly silent for %.0f s; reopening "
+                                "it (its source may have gone)", self.device_name, SILENT_REOPEN_S)
                 self._feeding, rescan = True, dead
                 # Silence starts where the audio stopped (at most 2 s back), so the clock has
                 # no hole; a stranded stream was still delivering until now.
@@ -509,6 +517,7 @@ class LiveInput:
             elif self._stream is not None and self._last_cb > opened_at:
                 self._feeding = False  # the new stream delivers: give the ring back
                 self._heard = max(self._heard, now)
+                self._quiet_mark = self._heard
                 self.reopens += 1
                 if self.lost:
                     self.lost = False

@@ -210,6 +210,10 @@ class GeneratorRunner:
         self._last_good: np.ndarray | None = None
         self._errors_seen: set[str] = set()
         self.error_count = 0
+        self.last_error = ""      # the last failure, one line
+        self.last_failed = False  # whether the last generated frame failed
+        self._finite = torch.ones((), dtype=torch.bool, device=self.device)  # output all finite
+        self._finite_host = torch.ones((), dtype=torch.bool, pin_memory=self.ops is not None)
         self.last_gen_s = 0.0  # wall time of the last generate() call, seconds
         self.device_s = 0.0    # device time of the last frame whose events completed (CUDA)
         self.cpu_s = 0.0       # CPU time of the generating thread for the last frame
@@ -320,6 +324,7 @@ class GeneratorRunner:
             image = self.generator.synthesize(w, self._noise)
         else:
             image = self.generator.synthesize(w, self._noise, self._params)
+        torch.all(torch.isfinite(image[0]), out=self._finite)  # NaN/inf out: hold the last frame
         if self._work_rgb.dtype != image.dtype:  # a generator answering in another dtype: once,
             self._work_rgb = torch.empty(self._work_rgb.shape, dtype=image.dtype,  # in warm-up
                                          device=self._work_rgb.device)
@@ -384,6 +389,8 @@ class GeneratorRunner:
                     return DeviceFrame(self._out_dev[slot], self._ready[slot],
                                        self._consumed[slot], slot)
                 self._out_host[slot].copy_(self._out_dev[slot], non_blocking=True)
+                # the NaN/inf verdict rides along with the pixels (read after the same sync)
+                self._finite_host.copy_(self._finite, non_blocking=True)
                 self._copied[slot].record(stream)
             # The display needs the pixels on the host: the one host sync of the frame.
             self._copied[slot].synchronize()
@@ -405,9 +412,17 @@ class GeneratorRunner:
             frame = self.generate(params)
             self.last_gen_s = time.perf_counter() - t0
             self.cpu_s = time.thread_time() - c0
+            # NaN/inf out: hold the last frame. With the device hand-off the verdict would need
+            # a host sync, so there the display shows what the generator made.
+            finite = self._finite_host if self.ops is not None else self._finite
+            if self.handoff != "device" and not bool(finite):
+                raise FloatingPointError("generator returned NaN or inf")
+            self.last_failed = False
         except Exception as exc:  # a failing generator must not stop the show
             self.error_count += 1
+            self.last_failed = True
             kind = _first_line(exc)
+            self.last_error = kind
             if kind not in self._errors_seen:
                 self._errors_seen.add(kind)
                 log.error("generator failed (holding the last good frame): %s", kind)
