@@ -283,3 +283,16 @@ def test_motion_drifts_bounded_and_follows_its_route():
     # some dimensions turned back at the bound: motion is not a straight line
     turned = np.any(np.diff(np.sign(np.diff(offsets, axis=0)), axis=0) != 0, axis=0)
     assert turned.mean() > 0.5
+
+
+def test_a_mapping_with_motion_survives_a_reload_with_its_drift_and_params():
+    from engine.paths import MAPPING_DIR as MAPPINGS_DIR
+
+    spec = load_mapping(MAPPINGS_DIR / "gallery_drift.toml")
+    a = compile_mapping(spec, SPACE, SR, HOP)
+    run(a, 200)
+    before = a.frame(a.time).w_plus
+    b = compile_mapping(load_mapping(MAPPINGS_DIR / "gallery_drift.toml"), SPACE, SR, HOP)
+    b.restore(a.state())   # this once raised NameError for a mapping with motion
+    np.testing.assert_allclose(b.frame(b.time).w_plus, before, atol=1e-5)
+    assert b.values() == a.values()

@@ -722,6 +722,7 @@ class Mapping:
             np.clip(self._motion.offset, -self._motion.bound, self._motion.bound,
                     out=self._motion.offset)
             self._motion32[:] = self._motion.offset
+        for name, value in state.get("sources", {}).items():   # held sources and params
             if name in self._env and not isinstance(self._env[name], np.ndarray):
                 if name.startswith("param."):
                     lo, hi = self.param_ranges[name[6:]]
