@@ -18,16 +18,15 @@ input is lost, or the last frames were held because the generator failed) or ``"
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import math
 import threading
 import time
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 
-from engine.errors import ControlError
+from engine.control.http import HttpService
 
 log = logging.getLogger("lj.health")
 
@@ -81,7 +80,7 @@ class _Handler(BaseHTTPRequestHandler):
         if path not in ("/health", ""):
             self._send(HTTPStatus.NOT_FOUND, {"error": "not found; try /health"}, body)
             return
-        self._send(HTTPStatus.OK, self.server.health.snapshot(), body)  # type: ignore[attr-defined]
+        self._send(HTTPStatus.OK, self.server.service.health.snapshot(), body)  # type: ignore[attr-defined]
 
     def _send(self, status: HTTPStatus, payload: dict, body: bool) -> None:
         data = json.dumps(payload, allow_nan=False, default=str).encode()
@@ -97,60 +96,24 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("%s " + format, self.client_address[0], *args)
 
 
-class _Server(HTTPServer):
-    allow_reuse_address = False
-
-    def server_bind(self) -> None:  # no FQDN lookup (a DNS query that can hang)
-        self.socket.bind(self.server_address)
-        self.server_address = self.socket.getsockname()
-        self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
-
-    def handle_error(self, request, client_address) -> None:
-        log.debug("health request from %s failed", client_address[0], exc_info=True)
-
-
-class HealthServer:
+class HealthServer(HttpService):
     """Serve ``health`` as JSON on ``http://host:port/health``; ``port=0`` picks a free port."""
 
     def __init__(self, health: Health, host: str = "127.0.0.1", port: int = 0):
         self.health = health
-        self.host = host
-        self._requested_port = int(port)
-        self._httpd: _Server | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__(host, port)
+
+    what = "health endpoint"
+    thread_name = "lj-health"
+    poll_interval = 0.2
+    handler = _Handler
 
     def start(self) -> None:
         """Bind and serve on a daemon thread; ControlError (one line) if the port is busy."""
-        if self._thread is not None:
-            return
-        try:
-            httpd = _Server((self.host, self._requested_port), _Handler)
-        except OSError as exc:
-            if exc.errno in (errno.EADDRINUSE, errno.EACCES, errno.EPERM):
-                raise ControlError(f"health port {self._requested_port} on {self.host} is busy; "
-                                   "choose another") from None
-            raise ControlError(f"health endpoint cannot listen on {self.host}:"
-                               f"{self._requested_port} ({exc.strerror or exc})") from None
-        httpd.health = self.health  # type: ignore[attr-defined]
-        self._httpd = httpd
-        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="lj-health", daemon=True)
-        self._thread.start()
-        log.info("health on http://%s:%d/health", self.host, self.port)
-
-    def stop(self) -> None:
-        """Stop serving and close the socket (idempotent)."""
-        httpd, self._httpd = self._httpd, None
-        thread, self._thread = self._thread, None
-        if httpd is not None:
-            httpd.shutdown()
-            httpd.server_close()
-        if thread is not None:
-            thread.join(2.0)
-
-    @property
-    def port(self) -> int:
-        return self._httpd.server_address[1] if self._httpd is not None else self._requested_port
+        started = self._thread is None
+        super().start()
+        if started:
+            log.info("health on http://%s:%d/health", self.host, self.port)
 
     @property
     def url(self) -> str:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 

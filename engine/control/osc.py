@@ -39,7 +39,7 @@ from collections.abc import Iterable
 from engine.control.pattern import PatternError, is_pattern, match
 from engine.control.sender import OscSender
 from engine.control.space import (COMMANDS, GENERATOR_LOAD, GET, LIST, MAPPING_LOAD, NAME_RE, PARAM_PREFIX,
-                                  READ, RELEASE, STATE_PREFIX, TEMPO_PREFIX, TRIGGER_PREFIX, WRITE)
+                                  READ, RELEASE, TEMPO_PREFIX, TRIGGER_PREFIX, WRITE)
 from engine.control.learn import LEARN, LEARN_CANCEL, LEARN_FORGET, LEARN_PREFIX, osc_value
 from engine.control.state import Controls
 from engine.control.wire import check_packet, encode_message, flatten, pack_datagrams, parse_simple

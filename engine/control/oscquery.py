@@ -21,17 +21,15 @@ JSON is ever sent; nothing received is executed. Parameters and direct targets c
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
-import threading
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import unquote, urlsplit
 
+from engine.control.http import HttpService
 from engine.control.space import NO_ACCESS, AddressInfo
 from engine.control.state import Controls
-from engine.errors import ControlError
 
 log = logging.getLogger("lj.oscquery")
 
@@ -88,7 +86,7 @@ def find_node(tree: dict, path: str) -> dict | None:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """One request: find the node, answer JSON. ``self.server.query`` is the OscQueryServer."""
+    """One request: find the node, answer JSON. ``self.server.service`` is the OscQueryServer."""
 
     timeout = REQUEST_TIMEOUT
     server_version = "LatentJockey-OSCQuery"
@@ -105,7 +103,7 @@ class _Handler(BaseHTTPRequestHandler):
     do_POST = do_PUT = do_DELETE = do_PATCH = _not_allowed
 
     def _answer(self, body: bool) -> None:
-        query: OscQueryServer = self.server.query  # type: ignore[attr-defined]
+        query: OscQueryServer = self.server.service  # type: ignore[attr-defined]
         url = urlsplit(self.path)
         attr = unquote(url.query)
         if attr == "HOST_INFO":
@@ -137,22 +135,7 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("%s " + format, self.client_address[0], *args)
 
 
-class _Server(HTTPServer):
-    """One request at a time (bounded resources); a slow client is cut off by the timeout."""
-
-    allow_reuse_address = False
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind would look up the host's FQDN (a DNS query that can hang).
-        self.socket.bind(self.server_address)
-        self.server_address = self.socket.getsockname()
-        self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
-
-    def handle_error(self, request, client_address) -> None:  # never print tracebacks to stderr
-        log.debug("OSCQuery request from %s failed", client_address[0], exc_info=True)
-
-
-class OscQueryServer:
+class OscQueryServer(HttpService):
     """Serve the address space of ``controls`` as OSCQuery JSON on ``http://host:port/``.
 
     ``osc_port`` / ``osc_host`` are where the OSC server listens (reported in ``HOST_INFO``).
@@ -164,11 +147,8 @@ class OscQueryServer:
         self.controls = controls
         self.osc_port = int(osc_port)
         self.osc_host = osc_host or host
-        self.host = host
         self.name = name
-        self._requested_port = int(port)
-        self._httpd: _Server | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__(host, port)
 
     def tree(self) -> dict:
         """The current JSON tree (dicts), values included."""
@@ -186,48 +166,19 @@ class OscQueryServer:
                            "LISTEN": False, "PATH_CHANGED": False},
         }
 
+    what = "OSCQuery"
+    thread_name = "lj-oscquery"
+    poll_interval = 0.1
+    handler = _Handler
+
     def start(self) -> None:
         """Bind and serve on a daemon thread. ControlError (one line) if the port is busy."""
-        if self._thread is not None:
-            return
-        try:
-            httpd = _Server((self.host, self._requested_port), _Handler)
-        except OSError as exc:
-            if exc.errno in (errno.EADDRINUSE, errno.EACCES, errno.EPERM):
-                raise ControlError(f"OSCQuery port {self._requested_port} on {self.host} is busy; "
-                                   "choose another") from None
-            raise ControlError(f"OSCQuery cannot listen on {self.host}:{self._requested_port} "
-                               f"({exc.strerror or exc})") from None
-        httpd.query = self  # type: ignore[attr-defined]
-        self._httpd = httpd
-        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="lj-oscquery", daemon=True)
-        self._thread.start()
-        log.info("OSCQuery on http://%s:%d/", self.host, self.port)
-
-    def stop(self, timeout: float = 2.0) -> None:
-        """Stop serving and close the socket (idempotent)."""
-        httpd, self._httpd = self._httpd, None
-        thread, self._thread = self._thread, None
-        if httpd is not None:
-            httpd.shutdown()
-            httpd.server_close()
-        if thread is not None:
-            thread.join(timeout)
-
-    @property
-    def port(self) -> int:
-        """The bound port once started, else the requested one."""
-        return self._httpd.server_address[1] if self._httpd is not None else self._requested_port
+        started = self._thread is None
+        super().start()
+        if started:
+            log.info("OSCQuery on http://%s:%d/", self.host, self.port)
 
     @property
     def url(self) -> str:
         """``http://host:port/``."""
         return f"http://{self.host}:{self.port}/"
-
-    def __enter__(self) -> "OscQueryServer":
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
