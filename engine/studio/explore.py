@@ -39,16 +39,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.errors import LJError
+from engine.studio.config import StudioError
 from engine.generators.base import z_from_seed
 from engine.studio.sheets import Sheet, tile, to_uint8, save_png, write_html
 
 BANK_FORMAT = 1
 MAX_SEEDS = 4096
-
-
-class StudioError(LJError):
-    """A studio command that cannot do what it was asked (one line)."""
 
 
 def parse_seeds(text: str, what: str = "--seeds") -> list[int]:

@@ -37,7 +37,7 @@ import copy
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -46,40 +46,10 @@ import torch.nn.functional as F
 
 from engine.studio.augment import augment, parse_policy
 from engine.studio.discriminator import Discriminator
-from engine.studio.explore import StudioError
+from engine.studio.config import StudioError, TrainConfig
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 CHECKPOINT_FORMAT = 1
-
-
-@dataclass
-class TrainConfig:
-    """Everything a run needs; stored in ``checkpoint.json`` (a resumed run keeps it)."""
-
-    mode: str = "train"                 # train | finetune | uncanny
-    images: str = ""
-    mix: str | None = None
-    ratio: float = 0.0                  # share of each batch drawn from ``mix``
-    resolution: int = 64
-    z_dim: int = 128
-    w_dim: int = 128
-    mapping_layers: int = 2
-    channels: int = 128                 # channel_max of G and D; channel_base = 32 * channels
-    batch: int = 8
-    steps: int = 1000
-    lr: float = 0.002
-    r1_gamma: float = 1.0
-    r1_every: int = 16
-    augment: str = "color,translation,cutout"
-    mirror: bool = True
-    ema_kimg: float = 2.0
-    sample_every: int = 100
-    snapshot_every: int = 0
-    checkpoint_every: int = 100
-    seed: int = 0
-    base_model: str | None = None       # finetune / uncanny: where G came from
-    init_kwargs: dict = field(default_factory=dict)   # G's architecture (our export's form)
-    d_kwargs: dict = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------
