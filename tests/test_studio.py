@@ -213,6 +213,29 @@ def test_finetune_with_mix_snapshots_make_a_blend(base_run, stripes, tmp_path, c
     assert img.shape == (1, 3, 32, 32)
 
 
+MODELS = __import__("pathlib").Path(__file__).parent / "data" / "models"
+
+
+def test_finetune_from_an_nvlabs_pickle_and_explore_a_stylegan(images, tmp_path):
+    """The NVlabs-format fixture (16 px, read by the restricted reader) fine-tunes; the result
+    loads and differs from the start; explore's mixing grids use StyleGAN's layer groups."""
+    cfg = TrainConfig(mode="finetune", base_model=str(MODELS / "sg2_orig16.pkl"),
+                      images=str(images), steps=2, batch=4, channels=16, sample_every=0,
+                      checkpoint_every=0)
+    summary = train(cfg, tmp_path / "ft", progress=False, log=lambda m: None)
+    before, after = load_generator(str(MODELS / "sg2_orig16.pkl")), load_generator(summary["model"])
+    assert after.resolution == before.resolution == (16, 16)
+    changed = [k for k, v in after.net.state_dict().items()
+               if v.is_floating_point() and not torch.equal(v, before.net.state_dict()[k])]
+    assert any(k.startswith("synthesis.") for k in changed)
+    with pytest.raises(StudioError, match="conditional model"):
+        Trainer.new(TrainConfig(mode="finetune", base_model=str(MODELS / "sg2_cond_resnet.safetensors"),
+                                images=str(images), steps=1), tmp_path / "c")
+    ex = explore(str(MODELS / "sg2_skip.safetensors"), tmp_path / "ex", seeds="0-3",
+                 sheets=("mix",), mix="1,2", samples=64, log=lambda m: None)
+    assert ex["sheets"] == ["mix-coarse", "mix-middle"] and ex["images"] == 8
+
+
 def test_uncanny_moves_g_towards_what_d_calls_fake(base_run, tmp_path):
     out, _ = base_run
     G, D = load_run_networks(out)
@@ -229,6 +252,18 @@ def test_uncanny_moves_g_towards_what_d_calls_fake(base_run, tmp_path):
     assert all(torch.equal(v, t.D.state_dict()[k]) for k, v in d_before.items())   # D frozen
     assert (tmp_path / "u" / "snapshots" / "step-000004.safetensors").exists()
     load_generator(str(tmp_path / "u" / "snapshots" / "step-000008.safetensors"))
+
+
+def test_resume_from_the_command_line(base_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(base_run[0], run)
+    assert main(["train", "-o", str(run), "--resume"]) == 0          # already at its 4 steps
+    assert "already at step 4" in capsys.readouterr().out
+    assert main(["train", "-o", str(run), "--resume", "--steps", "5", "--sample-every", "0"]) == 0
+    assert json.loads((run / "checkpoint.json").read_text())["step"] == 5
+    assert "train step 5/5" in capsys.readouterr().out
 
 
 def test_train_cli_errors_are_one_line(tmp_path, capsys, images):

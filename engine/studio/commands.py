@@ -13,7 +13,8 @@ def _add_train_options(p: argparse.ArgumentParser, new: bool) -> None:
     d = TrainConfig()
     p.add_argument("--output", "-o", required=True, help="run folder (checkpoints, samples, model)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output where it stopped")
-    p.add_argument("--steps", type=int, default=d.steps, help=f"train until this step (default {d.steps})")
+    p.add_argument("--steps", type=int, help=f"train until this step (default {d.steps}; with "
+                                              "--resume: the run's own)")
     p.add_argument("--batch", type=int, default=d.batch, help=f"images per step (default {d.batch})")
     p.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate (default {d.lr})")
     p.add_argument("--r1-gamma", type=float, default=d.r1_gamma, help=f"R1 weight (default {d.r1_gamma})")
@@ -86,9 +87,9 @@ def _config(args, mode: str):
         for name in need:
             if not getattr(args, name, None):
                 raise StudioError(f"lj {mode} needs {name.upper()} (or --resume)")
-    if args.steps < 1 or args.batch < 1:
+    if (args.steps is not None and args.steps < 1) or args.batch < 1:
         raise StudioError("--steps and --batch must be at least 1")
-    cfg = TrainConfig(mode=mode, steps=args.steps, batch=args.batch, lr=args.lr,
+    cfg = TrainConfig(mode=mode, steps=args.steps or TrainConfig().steps, batch=args.batch, lr=args.lr,
                       r1_gamma=args.r1_gamma, augment=args.augment, mirror=not args.no_mirror,
                       sample_every=args.sample_every, checkpoint_every=args.checkpoint_every,
                       snapshot_every=args.snapshot_every, seed=args.seed, channels=args.channels)
@@ -116,7 +117,10 @@ def _config(args, mode: str):
 def cmd_train(args) -> int:
     from engine.studio.train import train
 
-    train(_config(args, args.command), args.output, resume=args.resume, device=args.device)
+    cfg = _config(args, args.command)
+    if args.resume:
+        cfg.steps = args.steps   # None: the run's own target (the other settings are the run's)
+    train(cfg, args.output, resume=args.resume, device=args.device)
     return 0
 
 

@@ -110,6 +110,9 @@ def load_base_generator(spec: str) -> tuple[torch.nn.Module, dict]:
     if not isinstance(gen, StyleGANGenerator) or gen.family != "stylegan2":
         raise StudioError(f"{spec}: only StyleGAN2 models can be fine-tuned here (an NVlabs "
                           "StyleGAN2/-ADA pickle or our .safetensors export)")
+    if gen.c_dim:
+        raise StudioError(f"{spec}: a conditional model (c_dim {gen.c_dim}) cannot be fine-tuned "
+                          "here yet: only unconditional StyleGAN2 models")
     kwargs = json.loads(json.dumps(gen.init_kwargs, default=float))
     sk = dict(kwargs.get("synthesis_kwargs") or {})
     sk["num_fp16_res"] = 0   # train in float32 (the weights are the same)
