@@ -50,6 +50,7 @@ from engine.studio.config import StudioError, TrainConfig
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 CHECKPOINT_FORMAT = 1
+EMA_RAMPUP = 0.5
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,8 +164,10 @@ class Trainer:
         self.step = 0
         self.images_seen = 0
         self.last: dict[str, float] = {}
-        self.reals = load_images(cfg.images, cfg.resolution, cfg.mirror) if cfg.images else None
-        self.mix = load_images(cfg.mix, cfg.resolution, cfg.mirror) if cfg.mix else None
+        # the data set lives on the device (a few dozen to a few thousand small images)
+        self.reals = (load_images(cfg.images, cfg.resolution, cfg.mirror).to(device)
+                      if cfg.images else None)
+        self.mix = load_images(cfg.mix, cfg.resolution, cfg.mirror).to(device) if cfg.mix else None
         gen = torch.Generator().manual_seed(cfg.seed + 12345)
         self.sample_z = torch.randn(16, cfg.z_dim, generator=gen)
 
@@ -241,8 +244,8 @@ class Trainer:
         if self.mix is not None and self.cfg.ratio > 0:
             take = torch.rand(b) < self.cfg.ratio
             other = self.mix[torch.randint(0, len(self.mix), (b,))]
-            x = torch.where(take.view(b, 1, 1, 1), other, x)
-        return x.to(self.device)
+            x = torch.where(take.to(self.device).view(b, 1, 1, 1), other, x)
+        return x
 
     def run_D(self, img: torch.Tensor) -> torch.Tensor:
         return self.D(augment(img, self.policy))
@@ -289,7 +292,9 @@ class Trainer:
     @torch.no_grad()
     def update_ema(self) -> None:
         cfg = self.cfg
-        ema_nimg = min(cfg.ema_kimg * 1000, (self.images_seen + cfg.batch) * 0.05 * 10)
+        # half-life ema_kimg thousand images, shorter at the start (EMA_RAMPUP of the images
+        # seen so far) so that short runs on tiny data sets export a G that has moved
+        ema_nimg = min(cfg.ema_kimg * 1000, (self.images_seen + cfg.batch) * EMA_RAMPUP)
         beta = 0.5 ** (cfg.batch / max(ema_nimg, 1e-8))
         for pe, p in zip(self.G_ema.parameters(), self.G.parameters()):
             pe.copy_(p.detach().lerp(pe, beta))
