@@ -9,6 +9,8 @@
     lj check MAPPING             validate a mapping file
     lj analyze SONG [-o DIR]     tempo, beats, onsets and feature curves as the live engine saw them
     lj export MODEL -o OUT       a model as TorchScript (.ts) or safetensors + JSON (.safetensors)
+    lj explore MODEL             contact sheets, principal directions, latent banks (docs/studio.md)
+    lj train IMAGES -o RUN       train a StyleGAN2 on a folder of images (also finetune, uncanny)
 
 Every problem a user can fix ends as one line on stderr (``lj: error: ...``) and exit status 2;
 ``--debug`` shows the traceback of anything unexpected.
@@ -204,6 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=_size, default=512, help="size of a built-in generator (default 512)")
     p.add_argument("--class", dest="class_index", type=int, metavar="N",
                    help="class label of a conditional model")
+
+    from engine.studio.commands import add_parsers as add_studio_parsers
+
+    add_studio_parsers(sub)
     return parser
 
 
@@ -428,6 +434,15 @@ def cmd_export(args) -> int:
 
 COMMANDS = {"demo": cmd_demo, "run": cmd_run, "render": cmd_render, "devices": cmd_devices,
             "check": cmd_check, "analyze": cmd_analyze, "export": cmd_export}
+
+
+def _studio_commands() -> dict:
+    from engine.studio.commands import COMMANDS as studio
+
+    return studio
+
+
+COMMANDS.update(_studio_commands())
 
 
 def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:

@@ -35,7 +35,7 @@ import numpy as np
 from engine.errors import MappingError
 from engine.frame import FrameParams, LatentSpace
 from engine.mapping import expr as ex
-from engine.mapping.latent import (Motion, Walk, blend_matrix, keyframes_from_list,
+from engine.mapping.latent import (Motion, Walk, blend_matrix, keyframes_from_list, load_keyframe,
                                    latent_spread, layer_rows, lfo_value, push_direction)
 from engine.mapping.spec import (CLOCK_SOURCES, DEFAULT_MODES, SCALAR_FEATURES, TIME_SOURCES,
                                  VECTOR_FEATURES, MappingSpec, MotionSpec, RouteSpec, suggest)
@@ -397,8 +397,16 @@ class Mapping:
                 d = d[rows.start:rows.stop]
             return _Contribution(r, rows, r.spec.mode or DEFAULT_MODES[r.kind], d, w_avg)
 
-        self._pushes = [contribution(r, push_direction(r.spec.direction_seed, wd, spread))
-                        for r in self._by_kind.get("push", [])]
+        def direction(r: _Route) -> np.ndarray:
+            if r.spec.direction_file is None:
+                return push_direction(r.spec.direction_seed, wd, spread)
+            try:   # a saved direction, in w units: [w_dim] or per layer [num_layers, w_dim]
+                return load_keyframe(r.spec.direction_file, wd, nl)
+            except ValueError as e:
+                raise MappingError(str(e).replace("keyframe file", "direction file"), spec.path,
+                                   r.spec.line_of("direction")) from None
+
+        self._pushes = [contribution(r, direction(r)) for r in self._by_kind.get("push", [])]
         self._blends = [_Blend(r, blend_matrix(n, r.spec.width), self.keyframes.shape[1])
                         for r in self._by_kind.get("blend", [])]
         for b in self._blends:

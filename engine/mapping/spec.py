@@ -153,6 +153,7 @@ class RouteSpec:
     uniform: str | None = None      # "<effect>.<input>" for shader targets, "<param>" for generator
     mode: str | None = None         # average | add | overwrite (None: the kind's default)
     direction_seed: int | None = None
+    direction_file: str | None = None   # latent.push: a saved direction (``latents/<name>.npy``)
     layers: Union[str, tuple[int, int]] = "all"
     amount: ex.Node = field(default_factory=lambda: ex.Num(1.0))
     amount_text: str = "1.0"
@@ -1069,12 +1070,19 @@ class _SpecParser:
                 raise self.fail(f"{what}: latent.push needs direction = {{ seed = N }}", *at())
             d = self.table(t["direction"], f"{what} 'direction' (e.g. {{ seed = 7 }})",
                            *at("direction"))
-            self.keys(d, ("seed",), f"{what} 'direction'", *at("direction"))
-            if "seed" not in d:
-                raise self.fail(f"{what}: direction needs a seed, e.g. {{ seed = 7 }}",
-                                *at("direction"))
-            r.direction_seed = self.integer(d["seed"], "direction.seed", *at("direction"),
-                                            lo=0, hi=2**32 - 1)
+            self.keys(d, ("seed", "latent"), f"{what} 'direction'", *at("direction"))
+            if ("seed" in d) == ("latent" in d):
+                raise self.fail(f"{what}: direction needs a seed or a saved latent, e.g. "
+                                f"{{ seed = 7 }} or {{ latent = \"bank-pc0\" }}", *at("direction"))
+            if "latent" in d:   # a saved direction (lj explore --pick-directions)
+                name = self.string(d["latent"], "direction.latent", *at("direction"))
+                if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}", name):
+                    raise self.fail(f"saved latent name {name!r} must be letters, digits, _ "
+                                    "and -", *at("direction"))
+                r.direction_file = self.keyframe_file(f"{LATENT_DIR}/{name}.npy", *at("direction"))
+            else:
+                r.direction_seed = self.integer(d["seed"], "direction.seed", *at("direction"),
+                                                lo=0, hi=2**32 - 1)
         if "layers" in t:
             r.layers = self.layers(t["layers"], what, *at("layers"))
         if kind == "pull":

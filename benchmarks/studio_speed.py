@@ -1,0 +1,127 @@
+"""Speed of the studio: ``lj explore``'s 16x16 seed sheet and ``lj train``'s images/second.
+
+    python benchmarks/studio_speed.py [--threads 2] [--device cpu|cuda] [--steps 16] [--skip-train]
+
+Explore: for each generator, the whole 16x16 seed sheet (256 seeds: z, mapping, truncation,
+batched ``synthesize`` in 16s, uint8 conversion, tiling, PNG encoding) against the reference
+measured in the same run, the bare generator: ``synthesize`` on the same 256 ``w_plus`` in the
+same batches, nothing else. Ratio = sheet / bare (1.0 = no overhead). Generators: the built-in
+CPPN at 128 px and an untrained 64 px StyleGAN2 of the ``lj train`` default shape.
+
+Train: images/second of ``lj train``'s step (G step, D step with augmentation, lazy R1, EMA) for
+the default configuration (64 px, 128 channels, batch 8) and the tests' tiny one (32 px, 16
+channels, batch 4), against the reference measured in the same run: the same generator's
+forward pass alone (no gradients) on batches of the same size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engine.generators import load_generator  # noqa: E402
+from engine.generators.stylegan import StyleGANGenerator  # noqa: E402
+from engine.studio.config import TrainConfig  # noqa: E402
+from engine.studio.explore import Explorer  # noqa: E402
+from engine.studio.sheets import save_png  # noqa: E402
+from engine.studio.train import Trainer, build_generator, generator_kwargs  # noqa: E402
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bench_sheet(name, gen, device, tmp, repeats=3):
+    gen = gen.to(device)
+    ex = Explorer(gen, batch=16, device=device)
+    seeds = list(range(256))
+    w = ex.plus(ex.truncate(ex.w_of(seeds))).contiguous()
+    noise = 1.0 if gen.has_noise else 0.0
+    bare, sheet = [], []
+    with torch.inference_mode():
+        gen.synthesize(w[:16], noise)  # warm-up
+        for _ in range(repeats):
+            sync(device)
+            t0 = time.perf_counter()
+            for i in range(0, 256, 16):
+                gen.synthesize(w[i:i + 16], noise)
+            sync(device)
+            bare.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            s, img = ex.seed_sheet(seeds, cols=16)
+            save_png(img, Path(tmp) / f"{name}.png")
+            sheet.append(time.perf_counter() - t0)
+    b, s = float(np.median(bare)), float(np.median(sheet))
+    print(f"explore 16x16 {name:24s} sheet {s:7.2f} s   bare generator {b:7.2f} s   "
+          f"ratio {s / b:5.2f}   ({256 / s:.1f} images/s)")
+
+
+def bench_train(label, cfg, images, device, tmp, steps):
+    t = Trainer.new(cfg, Path(tmp) / label, device=device, log=lambda m: None)
+    t.train_step()  # warm-up (steps 0 and 1; the measured steps include one lazy R1 step at 16)
+    t.train_step()
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        t.train_step()
+    sync(device)
+    train_ips = steps * cfg.batch / (time.perf_counter() - t0)
+    G = t.G_ema
+    z = torch.randn(cfg.batch, cfg.z_dim, device=device)
+    with torch.no_grad():
+        G(z, None)
+        sync(device)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            G(z, None, noise_mode="random")
+        sync(device)
+    fwd_ips = steps * cfg.batch / (time.perf_counter() - t0)
+    print(f"train {label:30s} {train_ips:7.2f} images/s   G forward alone {fwd_ips:8.2f} images/s   "
+          f"ratio {train_ips / fwd_ips:5.3f}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--steps", type=int, default=16)
+    ap.add_argument("--skip-train", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    print(f"device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else f'{args.threads} CPU threads'}), torch {torch.__version__}")
+    with tempfile.TemporaryDirectory() as tmp:
+        bench_sheet("builtin:cppn 128px", load_generator("builtin:cppn", (128, 128)), device, tmp)
+        torch.manual_seed(0)
+        cfg = TrainConfig(resolution=64)
+        net = build_generator(generator_kwargs(cfg)).eval()
+        bench_sheet("stylegan2 64px (untrained)", StyleGANGenerator(net), device, tmp)
+        if args.skip_train:
+            return 0
+        from PIL import Image
+
+        folder = Path(tmp) / "images"
+        folder.mkdir()
+        rng = np.random.default_rng(0)
+        for i in range(16):
+            Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+        common = dict(images=str(folder), sample_every=0, checkpoint_every=0)
+        bench_train("default (64px, 128ch, batch 8)", TrainConfig(**common), folder, device, tmp,
+                    args.steps)
+        bench_train("tiny (32px, 16ch, batch 4)",
+                    TrainConfig(resolution=32, z_dim=32, w_dim=32, channels=16, batch=4, **common),
+                    folder, device, tmp, args.steps)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

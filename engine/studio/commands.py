@@ -1,0 +1,143 @@
+"""The studio's subcommands for ``lj`` (``explore``, ``train``, ``finetune``, ``uncanny``):
+their options and what runs them. :mod:`engine.cli` only calls :func:`add_parsers`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _add_train_options(p: argparse.ArgumentParser, new: bool) -> None:
+    from engine.studio.config import TrainConfig
+
+    d = TrainConfig()
+    p.add_argument("--output", "-o", required=True, help="run folder (checkpoints, samples, model)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --output where it stopped")
+    p.add_argument("--steps", type=int, help=f"train until this step (default {d.steps}; with "
+                                              "--resume: the run's own)")
+    p.add_argument("--batch", type=int, default=d.batch, help=f"images per step (default {d.batch})")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate (default {d.lr})")
+    p.add_argument("--r1-gamma", type=float, default=d.r1_gamma, help=f"R1 weight (default {d.r1_gamma})")
+    p.add_argument("--augment", default=d.augment,
+                   help="differentiable augmentation: color,translation,cutout or none (default all)")
+    p.add_argument("--no-mirror", action="store_true", help="do not add left-right flips of the images")
+    p.add_argument("--sample-every", type=int, default=d.sample_every, metavar="N",
+                   help=f"sample grid PNG every N steps (default {d.sample_every}, 0 = never)")
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, metavar="N",
+                   help=f"checkpoint every N steps (default {d.checkpoint_every}; always at the end)")
+    p.add_argument("--snapshot-every", type=int, default=0, metavar="N",
+                   help="export G as snapshots/step-N.safetensors every N steps (blend keyframes)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--device", help="cuda or cpu (default: cuda when present)")
+    p.add_argument("--channels", type=int, default=d.channels,
+                   help=f"{'network' if new else 'discriminator'} width: most channels per layer (default {d.channels})")
+    if new:
+        p.add_argument("--resolution", type=int, default=d.resolution,
+                       help=f"square output size, a power of two (default {d.resolution})")
+        p.add_argument("--z-dim", type=int, default=d.z_dim, help=f"latent size (default {d.z_dim})")
+        p.add_argument("--mapping-layers", type=int, default=d.mapping_layers,
+                       help=f"mapping network depth (default {d.mapping_layers})")
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("explore", help="contact sheets, principal directions and latent banks of a model")
+    p.add_argument("model", help="generator spec: builtin:cppn, model.pkl, model.safetensors, ...")
+    p.add_argument("--output", "-o", default="explore", help="folder for the sheets (default ./explore)")
+    p.add_argument("--seeds", default="0-63", help="seed grid, e.g. 0-63 or 1,5,9-20 (default 0-63)")
+    p.add_argument("--base", type=int, default=0, help="base seed of the knob and direction sweeps")
+    p.add_argument("--interp", metavar="SEEDS", help="seeds to interpolate between, in order (e.g. 3,17,42)")
+    p.add_argument("--mix", metavar="SEEDS", help="seeds of the style-mixing grids")
+    p.add_argument("--steps", type=int, default=9, help="columns of sweeps and strips (default 9)")
+    p.add_argument("--extent", type=float, default=3.0, help="how far knobs and extremes go in z (default 3)")
+    p.add_argument("--knobs", type=int, default=8, help="z dimensions to turn (default 8)")
+    p.add_argument("--psi", type=float, default=1.0, help="truncation of every picture (default 1)")
+    p.add_argument("--samples", type=int, default=4096, help="w samples for the PCA (default 4096)")
+    p.add_argument("--components", type=int, default=8, help="principal directions kept (default 8)")
+    p.add_argument("--sheets", help="only these sheets: seeds,knobs,extremes,interp,truncation,mix,directions")
+    p.add_argument("--cell", type=int, help="cell height in pixels (default: the model's, at most 128)")
+    p.add_argument("--batch", type=int, default=16, help="images per generator call (default 16)")
+    p.add_argument("--size", type=int, default=256, help="size of a built-in generator (default 256)")
+    p.add_argument("--pick", metavar="SEEDS", help="save these seeds' w_plus into the bank")
+    p.add_argument("--pick-directions", metavar="K", help="save these principal directions (e.g. 0,2)")
+    p.add_argument("--bank", default="bank", help="bank name (default bank)")
+    p.add_argument("--latents", default="latents",
+                   help="bank folder: the latents/ folder beside your mapping file (default ./latents)")
+
+    p = sub.add_parser("train", help="train a StyleGAN2 generator on a folder of images")
+    p.add_argument("images", nargs="?", help="folder of images (not needed with --resume)")
+    _add_train_options(p, new=True)
+
+    p = sub.add_parser("finetune", help="fine-tune a StyleGAN2 model on a folder of images")
+    p.add_argument("model", nargs="?", help="model.safetensors or an NVlabs StyleGAN2(-ADA) pickle")
+    p.add_argument("images", nargs="?", help="folder of images")
+    p.add_argument("--mix", metavar="DIR", help="a second folder of images mixed into every batch")
+    p.add_argument("--ratio", type=float, default=0.3, help="share of --mix images (default 0.3)")
+    _add_train_options(p, new=False)
+
+    p = sub.add_parser("uncanny", help="fine-tune G towards what a frozen D judges fake")
+    p.add_argument("run", nargs="?", help="a training run folder (from lj train or lj finetune)")
+    _add_train_options(p, new=False)
+
+
+def _config(args, mode: str):
+    from engine.studio.config import StudioError, TrainConfig
+
+    if not args.resume:
+        need = {"train": ("images",), "finetune": ("model", "images"), "uncanny": ("run",)}[mode]
+        for name in need:
+            if not getattr(args, name, None):
+                raise StudioError(f"lj {mode} needs {name.upper()} (or --resume)")
+    if (args.steps is not None and args.steps < 1) or args.batch < 1:
+        raise StudioError("--steps and --batch must be at least 1")
+    cfg = TrainConfig(mode=mode, steps=args.steps or TrainConfig().steps, batch=args.batch, lr=args.lr,
+                      r1_gamma=args.r1_gamma, augment=args.augment, mirror=not args.no_mirror,
+                      sample_every=args.sample_every, checkpoint_every=args.checkpoint_every,
+                      snapshot_every=args.snapshot_every, seed=args.seed, channels=args.channels)
+    try:
+        from engine.studio.augment import parse_policy
+
+        parse_policy(args.augment)
+    except ValueError as e:
+        raise StudioError(f"--augment: {e}") from None
+    if mode == "train":
+        cfg.images, cfg.resolution, cfg.z_dim = args.images, args.resolution, args.z_dim
+        cfg.w_dim, cfg.mapping_layers = args.z_dim, args.mapping_layers
+        if args.resolution < 8 or args.resolution & (args.resolution - 1):
+            raise StudioError(f"--resolution must be a power of two >= 8, not {args.resolution}")
+    elif mode == "finetune":
+        cfg.images, cfg.base_model, cfg.mix = args.images, args.model, args.mix
+        if not 0 <= args.ratio <= 1:
+            raise StudioError("--ratio must be between 0 and 1")
+        cfg.ratio = args.ratio if args.mix else 0.0
+    else:
+        cfg.base_model = args.run
+    return cfg
+
+
+def cmd_train(args) -> int:
+    from engine.studio.train import train
+
+    cfg = _config(args, args.command)
+    if args.resume:
+        cfg.steps = args.steps   # None: the run's own target (the other settings are the run's)
+    train(cfg, args.output, resume=args.resume, device=args.device)
+    return 0
+
+
+def cmd_explore(args) -> int:
+    from engine.studio.config import StudioError
+    from engine.studio.explore import explore
+
+    if args.batch < 1 or args.steps < 2 or args.samples < 2 or args.components < 1:
+        raise StudioError("--batch, --samples and --components must be positive, --steps at least 2")
+    explore(args.model, args.output, seeds=args.seeds, base=args.base, knob_dims=args.knobs,
+            steps=args.steps, extent=args.extent, interp=args.interp, psi=args.psi,
+            samples=args.samples, components=args.components, mix=args.mix,
+            sheets=tuple(s.strip() for s in args.sheets.split(",")) if args.sheets else None,
+            cell=args.cell, batch=args.batch, size=args.size, pick=args.pick,
+            pick_directions=args.pick_directions, bank=args.bank, latents=args.latents,
+            log=lambda m: print(m, file=sys.stdout))
+    return 0
+
+
+COMMANDS = {"explore": cmd_explore, "train": cmd_train, "finetune": cmd_train, "uncanny": cmd_train}

@@ -1,0 +1,105 @@
+"""Our discriminator for training the StyleGAN2 generator: a residual network in the spirit of
+StyleGAN2's (Karras et al. 2020, "resnet" D), written for this engine.
+
+Equalized learning rate (weights stored at unit variance, scaled by ``1/sqrt(fan_in)`` when
+used), a 1x1 ``fromrgb``, one residual block per octave down to 4x4 (two 3x3 convolutions,
+2x average-pool down-sampling, a 1x1 skip, sum scaled by ``1/sqrt(2)``), then a minibatch
+standard deviation feature, a 3x3 convolution and two dense layers to one logit per image.
+Square images only (the generator is square too).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SQRT2 = math.sqrt(2.0)
+
+
+def _lrelu(x: torch.Tensor) -> torch.Tensor:
+    return F.leaky_relu(x, 0.2) * SQRT2
+
+
+class EqConv(nn.Module):
+    def __init__(self, cin: int, cout: int, k: int, bias: bool = True):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(cout, cin, k, k))
+        self.bias = nn.Parameter(torch.zeros(cout)) if bias else None
+        self.gain = 1.0 / math.sqrt(cin * k * k)
+        self.pad = k // 2
+
+    def forward(self, x):
+        return F.conv2d(x, self.weight * self.gain, self.bias, padding=self.pad)
+
+
+class EqLinear(nn.Module):
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(cout, cin))
+        self.bias = nn.Parameter(torch.zeros(cout))
+        self.gain = 1.0 / math.sqrt(cin)
+
+    def forward(self, x):
+        return F.linear(x, self.weight * self.gain, self.bias)
+
+
+class DBlock(nn.Module):
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.conv0 = EqConv(cin, cin, 3)
+        self.conv1 = EqConv(cin, cout, 3)
+        self.skip = EqConv(cin, cout, 1, bias=False)
+
+    def forward(self, x):
+        y = self.skip(F.avg_pool2d(x, 2))
+        x = _lrelu(self.conv0(x))
+        x = F.avg_pool2d(_lrelu(self.conv1(x)), 2)
+        return (x + y) / SQRT2
+
+
+class Discriminator(nn.Module):
+    """``D(img [B, 3, R, R] in [-1, 1]) -> [B]`` logits (high = real).
+
+    ``channel_base / res`` channels at resolution ``res``, at most ``channel_max`` (the same rule
+    as the generator's). All arguments are plain numbers: they are stored as JSON beside the
+    weights (``init_kwargs``).
+    """
+
+    def __init__(self, resolution: int = 64, img_channels: int = 3, channel_base: int = 4096,
+                 channel_max: int = 128, mbstd_group: int = 4):
+        super().__init__()
+        log2 = int(round(math.log2(resolution)))
+        if resolution < 8 or 2 ** log2 != resolution:
+            raise ValueError(f"the discriminator needs a power-of-two resolution >= 8, not {resolution}")
+        self.init_kwargs = dict(resolution=resolution, img_channels=img_channels,
+                                channel_base=channel_base, channel_max=channel_max,
+                                mbstd_group=mbstd_group)
+        ch = {2 ** i: max(1, min(channel_base // 2 ** i, channel_max)) for i in range(2, log2 + 1)}
+        self.resolution, self.mbstd_group = resolution, mbstd_group
+        self.fromrgb = EqConv(img_channels, ch[resolution], 1)
+        self.blocks = nn.ModuleList(DBlock(ch[2 ** i], ch[2 ** (i - 1)]) for i in range(log2, 2, -1))
+        c4 = ch[4]
+        self.conv = EqConv(c4 + 1, c4, 3)
+        self.fc = EqLinear(c4 * 16, c4)
+        self.out = EqLinear(c4, 1)
+
+    def minibatch_std(self, x):
+        b, c, h, w = x.shape
+        g = min(self.mbstd_group, b)
+        while b % g:
+            g -= 1
+        y = x.reshape(g, -1, c, h, w)
+        y = (y - y.mean(0)).square().mean(0).add(1e-8).sqrt().mean(dim=(1, 2, 3))
+        y = y.reshape(-1, 1, 1, 1).repeat(g, 1, h, w)
+        return torch.cat([x, y], 1)
+
+    def forward(self, img):
+        x = _lrelu(self.fromrgb(img))
+        for block in self.blocks:
+            x = block(x)
+        x = _lrelu(self.conv(self.minibatch_std(x)))
+        x = _lrelu(self.fc(x.flatten(1)))
+        return self.out(x).squeeze(1)
