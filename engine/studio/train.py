@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -251,7 +250,7 @@ class Trainer:
         return self.D(augment(img, self.policy))
 
     def train_step(self) -> dict:
-        cfg, G, D = self.cfg, self.G, self.D
+        cfg, G = self.cfg, self.G
         b = cfg.batch
         # generator
         z = torch.randn(b, cfg.z_dim, device=self.device)
