@@ -302,7 +302,9 @@ def test_extractor_matches_the_recorded_reference_on_the_demo_song():
     rounding) on every feature of every hop. ``tests/data/features_demo_reference.npy`` was
     recorded with ``record_features(reference_signal())`` from the code before the speed-up; its
     chroma columns were re-recorded when chroma moved to the standard (librosa) filter bank on the
-    power spectrum, every other column unchanged."""
+    power spectrum, and its six tempo/beat columns (bpm .. downbeat) when the beat tracker's
+    novelty became the log-band weighted flux and its phase fold eight beats long (audio2 branch);
+    every other column unchanged."""
     ref = np.load(REFERENCE)
     got = record_features(reference_signal())
     assert got.shape == ref.shape

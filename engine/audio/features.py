@@ -60,7 +60,9 @@ ONSET_RELATIVE = 0.5       # ... and this fraction of the running max ...
 ONSET_ABSOLUTE = 0.08      # ... and this absolute floor (mean log-magnitude rise per bin)
 ONSET_REFRACTORY = 0.08    # onsets: no second onset in a band within this time
 LOG_GAMMA = 100.0          # log-magnitude compression: log(1 + gamma * |X|), |X| = 1 at full scale
-BEAT_LOW_WEIGHT = 0.5      # beat tracker novelty: overall flux + this times the bass-band flux
+BEAT_BANDS = 24            # beat tracker novelty: the mean flux of this many log-frequency bands ...
+BEAT_FMIN, BEAT_FMAX = 30.0, 16000.0  # ... between these (bands narrower than a bin merge) ...
+BEAT_BAND_SHARE = 0.5      # ... weighted this much, plus (1 - this) times the overall flux
 LOG_BANDS = 8              # band0 .. band7: equal log-frequency bands ...
 LOG_BAND_FMIN, LOG_BAND_FMAX = 30.0, 16000.0  # ... between these (cut at Nyquist)
 HPSS_TIME = 0.1            # harmonic: a bin's minimum over the last this many seconds ...
@@ -239,6 +241,18 @@ class FeatureExtractor:
         self._mag_rows[0, edges[0]:] = 1.0
         self._mag_rows[1, edges[0]:] = freqs[edges[0]:]
         self._mag_rows_t = np.ascontiguousarray(self._mag_rows.T)
+        # The beat tracker's novelty, one weighted sum of the flux rise: the mean over BEAT_BANDS
+        # log-frequency bands of each band's mean rise (every octave counts alike, so kick and
+        # snare weigh as much as the hats that fill most linear bins), mixed with the overall
+        # mean rise over 20 Hz .. Nyquist.
+        be = np.unique([int(np.searchsorted(freqs, min(f, nyq)))
+                        for f in np.geomspace(BEAT_FMIN, BEAT_FMAX, BEAT_BANDS + 1)])
+        bw = np.zeros(nb, dtype=np.float64)
+        for lo, hi in zip(be[:-1], be[1:]):
+            bw[lo:hi] += BEAT_BAND_SHARE / ((hi - lo) * (len(be) - 1))
+        bw[edges[0]:] += (1.0 - BEAT_BAND_SHARE) * self._inv_full
+        self._beat_weights = bw.astype(np.float32)
+        self._beat_novelty = np.zeros(K, dtype=np.float32)
         self._mag_sums = np.zeros((K, 2), dtype=np.float32)
         self._chroma_rows = chroma_matrix(sr, n_fft)
         self._chroma_rows_t = np.ascontiguousarray(self._chroma_rows.T)
@@ -405,6 +419,7 @@ class FeatureExtractor:
         np.maximum(rise, 0.0, out=rise)
         self._prev_log[:] = logmag[k - 1]
         np.add.reduceat(w[:, 1:], self._edges, axis=2, out=self._sums[:k])
+        np.matmul(rise, self._beat_weights, out=self._beat_novelty[:k])
         power = w[:, 1, :nb]
         if k == 1:
             np.dot(self._mag_rows, mag[0], out=self._mag_sums[0])
@@ -441,11 +456,11 @@ class FeatureExtractor:
         """The block's per-hop sums as Python lists (one conversion per array per block)."""
         return (self._sq[:k].tolist(), self._sums[:k].tolist(), self._mag_sums[:k].tolist(),
                 self._log_sums[:k].tolist(), self._eh[:k].tolist(), self._ep[:k].tolist(),
-                self._chroma_max[:k, 0].tolist())
+                self._chroma_max[:k, 0].tolist(), self._beat_novelty[:k].tolist())
 
     def _hop(self, j: int, values) -> Features:
         """The per-hop bookkeeping (plain Python floats) for hop j of the current block."""
-        sq_l, sums_l, mag_l, log_l, eh_l, ep_l, cmax_l = values
+        sq_l, sums_l, mag_l, log_l, eh_l, ep_l, cmax_l, beat_l = values
         sq = sq_l[j]
         self.hops += 1
         feats = self.features
@@ -556,7 +571,7 @@ class FeatureExtractor:
 
         # --- tempo and beats ---
         bt = self.beat
-        bt.update(raw[0] + BEAT_LOW_WEIGHT * raw[1], chroma)
+        bt.update(beat_l[j] if self.hops > 1 else 0.0, chroma)
         feats["bpm"] = bt.bpm
         feats["bpm_confidence"] = bt.confidence
         feats["beat_phase"] = bt.beat_phase
