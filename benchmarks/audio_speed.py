@@ -4,6 +4,10 @@ the same features hop for hop with the spectra of up to BLOCK_HOPS hops computed
 same run (STFT, RMS, onset strength, chroma, spectral centroid/flatness, beat_track).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/audio_speed.py [--seconds 60]
+
+``--baseline FILE`` also times another version of ``engine/audio/features.py`` (e.g. written by
+``git show main:engine/audio/features.py > /tmp/old_features.py``) hop by hop in the same run,
+interleaved with the current one, for a before/after on the same machine load.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--baseline", metavar="FILE", help="another features.py to time alongside")
     args = ap.parse_args()
     y, sr, _ = demo_song(seconds=args.seconds)
     x = np.ascontiguousarray(y.mean(axis=1), dtype=np.float32)
@@ -74,8 +79,28 @@ def main() -> None:
         librosa.beat.beat_track(onset_envelope=env, sr=sr, hop_length=HOP)
 
     offline()  # warm librosa's caches / numba
-    t_ours = best_of(ours, args.repeats)
-    t_block = best_of(ours_block, args.repeats)
+    t_base = None
+    if args.baseline:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("baseline_features", args.baseline)
+        base_mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(base_mod)
+
+        def baseline():
+            fe = base_mod.FeatureExtractor(sr, HOP, N_FFT)
+            for h in hops:
+                fe.process_hop(h)
+
+        # interleaved, so that both see the same machine load
+        t_base, t_ours, t_block = float("inf"), float("inf"), float("inf")
+        for _ in range(args.repeats):
+            t_base = min(t_base, best_of(baseline, 1))
+            t_ours = min(t_ours, best_of(ours, 1))
+            t_block = min(t_block, best_of(ours_block, 1))
+    else:
+        t_ours = best_of(ours, args.repeats)
+        t_block = best_of(ours_block, args.repeats)
     t_track = best_of(tracker, args.repeats)
     t_lib = best_of(offline, args.repeats)
     print(f"audio: {audio_s:.1f} s, {n} hops of {HOP} at {sr} Hz; best of {args.repeats}")
@@ -83,6 +108,9 @@ def main() -> None:
           f"{audio_s / t_ours:7.1f}x real time")
     print(f"FeatureExtractor.process_hops (same features, spectra {BLOCK_HOPS} hops at a time): "
           f"{t_block / n * 1e6:7.1f} us/hop  {audio_s / t_block:7.1f}x real time")
+    if t_base is not None:
+        print(f"baseline {args.baseline} (process_hop): {t_base / n * 1e6:7.1f} us/hop  "
+              f"{audio_s / t_base:7.1f}x real time")
     print(f"  of which BeatTracker.update:                {t_track / n * 1e6:7.1f} us/hop  "
           f"({t_track / t_ours:.0%} of the extractor)")
     print(f"librosa offline (stft, rms, onset, chroma, centroid, flatness, beat_track): "
