@@ -341,7 +341,8 @@ def test_beat_tracker_autocorrelation_stays_exact_over_long_runs():
 def test_process_hops_matches_process_hop_hop_for_hop():
     """The batched path (spectra of up to BLOCK_HOPS hops at once) gives every feature of every
     hop as the per-hop path does, within float rounding, whatever the block sizes (including a
-    block larger than BLOCK_HOPS, partial hops left over, and NaN/inf samples in the input)."""
+    block larger than BLOCK_HOPS, single hops through process_hop in between, partial hops left
+    over, and NaN/inf samples in the input)."""
     from engine.audio.features import BLOCK_HOPS, SCALAR_FEATURES
 
     x = reference_signal()[:SR * 8]
@@ -353,11 +354,15 @@ def test_process_hops_matches_process_hop_hop_for_hop():
         want.append([f[k] for k in SCALAR_FEATURES] + f["chroma"].tolist())
     b = FeatureExtractor(SR, HOP, N_FFT)
     got, pos = [], 0
-    for size in [1, 3, BLOCK_HOPS, BLOCK_HOPS * 3 + 5, 7] * 100:
+    for size in [1, 3, BLOCK_HOPS, 0, 0, 0, BLOCK_HOPS * 3 + 5, 7, 0, 2] * 100:
         if pos >= n:
             break
-        block = x[pos * HOP:(pos + size) * HOP]
-        for f in b.process_hops(block):
+        if size == 0:  # interleave the per-hop path (the two share their buffers)
+            f = b.process_hop(x[pos * HOP:(pos + 1) * HOP])
+            got.append([f[k] for k in SCALAR_FEATURES] + f["chroma"].tolist())
+            pos += 1
+            continue
+        for f in b.process_hops(x[pos * HOP:(pos + size) * HOP]):
             got.append([f[k] for k in SCALAR_FEATURES] + f["chroma"].tolist())
         pos += size
     got = np.array(got)

@@ -195,11 +195,15 @@ class FeatureExtractor:
         self.hops = 0
         hs = self.hop_seconds
 
-        # Block workspaces for up to BLOCK_HOPS hops at a time, made once. Samples: the last
-        # n_fft - hop samples already seen, then the block's; frame j is samples[j*hop : j*hop+n_fft].
+        # Block workspaces for up to BLOCK_HOPS hops at a time, made once. Samples: n_fft - hop
+        # samples of history, then room for K hops; the hop with index i in the buffer (i < _cursor
+        # are filled) has its frame at samples[i*hop : i*hop + n_fft]. When the room runs out, the
+        # newest n_fft - hop samples move to the front (through _shift_tmp: no temporary array).
         K = BLOCK_HOPS
         self._keep = n_fft - hop
         self._samples = np.zeros(self._keep + K * hop, dtype=np.float32)
+        self._shift_tmp = np.zeros(self._keep, dtype=np.float32)
+        self._cursor = 0
         self._frames = np.lib.stride_tricks.as_strided(
             self._samples, shape=(K, n_fft), strides=(hop * 4, 4), writeable=False)
         self._rms_len = max(hop, n_fft // 2)
@@ -296,6 +300,8 @@ class FeatureExtractor:
         self._h_win = np.lib.stride_tricks.as_strided(
             self._h_hist, shape=(t_hops, K, nh), strides=(rs, rs, 4), writeable=False)
         self._h_min = np.zeros((K, nh), dtype=np.float32)
+        self._h_tmp = np.zeros((t_hops - 1, nh), dtype=np.float32)
+        self._h_pos = t_hops - 1   # process_hop's ring position in rows 0 .. t-1 (see _spectrum_one)
         # Percussive: each hop's magnitudes padded with +-r bins of inf; the view [2r+1, K, nh]
         # at depth s is the spectrum shifted by s - r bins.
         self._p_pad = np.full((K, nh + 2 * r), np.inf, dtype=np.float32)
@@ -308,9 +314,9 @@ class FeatureExtractor:
         self._ep = np.zeros(K, dtype=np.float32)
         # The same buffers seen as one hop's 1-D operands, for process_hop.
         keep, nbw, w0 = self._keep, nb, self._work[0]
-        self._new_hop = self._samples[keep:keep + hop]
-        self._one = (self._new_hop, self._frames[0], self._frames[0, n_fft - self._rms_len:],
-                     self._windowed[0], self._spec[0], w0[0, :nbw], w0[1, :nbw], w0[0:2, :nbw],
+        self._one_at = [(self._samples[keep + i * hop:keep + (i + 1) * hop], self._frames[i],
+                         self._frames[i, n_fft - self._rms_len:]) for i in range(K)]
+        self._one = (self._windowed[0], self._spec[0], w0[0, :nbw], w0[1, :nbw], w0[0:2, :nbw],
                      w0[2:4, :nbw], w0[2, :nbw], w0[4, :nbw], w0[1:], self._sums[0],
                      self._mag_sums[0], self._chroma_raw[0], self._log_sums[0],
                      w0[0, 1:h_hi], self._h_hist[:t_hops], self._h_win[:, 0], self._h_min[0],
@@ -375,8 +381,12 @@ class FeatureExtractor:
         """
         if hop.shape != (self.hop,):
             raise ValueError(f"process_hop needs {self.hop} mono samples, got shape {hop.shape}")
-        self._new_hop[:] = hop
-        return self._hop(0, self._spectrum_one())
+        self._make_room(1)
+        c = self._cursor
+        self._cursor = c + 1
+        new, frame, tail = self._one_at[c]
+        new[:] = hop
+        return self._hop(0, self._spectrum_one(new, frame, tail))
 
     def process_hops(self, samples: np.ndarray):
         """Analyse ``len(samples) // hop`` more hops; yield :attr:`features` after each one.
@@ -395,18 +405,30 @@ class FeatureExtractor:
         done = 0
         while done < n:
             k = min(BLOCK_HOPS, n - done)
-            self._samples[keep:keep + k * hop] = samples[done * hop:(done + k) * hop]
-            self._spectra(k)
+            self._make_room(k)
+            c = self._cursor
+            self._samples[keep + c * hop:keep + (c + k) * hop] = samples[done * hop:(done + k) * hop]
+            self._spectra(c, k)
+            self._cursor = c + k
             values = self._block_values(k)
             for j in range(k):
                 yield self._hop(j, values)
             done += k
 
-    def _spectrum_one(self):
+    def _make_room(self, k: int) -> None:
+        """Make room for k more hops in ``_samples`` (moving the history to the front)."""
+        c = self._cursor
+        if c + k > BLOCK_HOPS:
+            hop, keep = self.hop, self._keep
+            np.copyto(self._shift_tmp, self._samples[c * hop:c * hop + keep])
+            np.copyto(self._samples[:keep], self._shift_tmp)
+            self._cursor = 0
+
+    def _spectrum_one(self, new, frame, tail):
         """:meth:`_spectra` and :meth:`_block_values` for a single hop, on 1-D views made once
         (numpy's per-call overhead is most of the cost at this size, and is lower for 1-D
         operands); scalars go straight to Python floats."""
-        (new, frame, tail, windowed, spec, mag, power, log_in, logs, logmag, rise, summed,
+        (windowed, spec, mag, power, log_in, logs, logmag, rise, summed,
          sums, mag_sums, chroma_raw, log_sums, h_mag, h_rows, h_win, h_min, p_mid, p_shifts,
          p_min) = self._one
         sq = float(np.dot(tail, tail))
@@ -427,9 +449,11 @@ class FeatureExtractor:
         np.dot(self._mag_rows, mag, out=mag_sums)
         np.dot(self._chroma_rows, power, out=chroma_raw)
         np.add.reduceat(power, self._log_edges, out=log_sums)
-        h_rows[-1] = h_mag
+        # the harmonic minimum does not care about order: rows 0 .. t-1 are used as a ring here
+        pos = self._h_pos
+        h_rows[pos] = h_mag
         np.minimum.reduce(h_win, axis=0, out=h_min)
-        h_rows[:-1] = h_rows[1:]
+        self._h_pos = pos + 1 if pos + 1 < self._t_hops else 0
         p_mid[:] = h_mag
         np.minimum.reduce(p_shifts, axis=0, out=p_min)
         eh = float(np.dot(h_min, h_min))
@@ -437,18 +461,17 @@ class FeatureExtractor:
         cmax = float(chroma_raw.max())
         if cmax > 1e-12:
             np.multiply(chroma_raw, 1.0 / cmax, out=chroma_raw)
-        self._samples[:self._keep] = self._samples[self.hop:self.hop + self._keep]
         return ((sq,), (sums.tolist(),), (mag_sums.tolist(),), (log_sums.tolist(),), (eh,), (ep,),
                 (cmax,), (novelty,))
 
-    def _spectra(self, k: int) -> None:
-        """Every array operation for the k hops now in ``_samples[keep:]``, one call per kind."""
+    def _spectra(self, c: int, k: int) -> None:
+        """Every array operation for the k hops from buffer index c on, one call per kind."""
         keep, hop = self._keep, self.hop
-        new = self._samples[keep:keep + k * hop]
+        new = self._samples[keep + c * hop:keep + (c + k) * hop]
         if not np.isfinite(np.dot(new, new)):
             # NaN/inf in the input count as silence (they would poison every later hop).
             np.nan_to_num(new, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
-        frames = self._frames[:k]
+        frames = self._frames[c:c + k]
         tail = frames[:, self.n_fft - self._rms_len:]
         if k == 1:  # (the 1-D calls are cheaper than the batched ones for a single hop)
             self._sq[0] = np.dot(tail[0], tail[0])
@@ -484,10 +507,16 @@ class FeatureExtractor:
 
         # harmonic / percussive: rank filters over time (history + block) and over frequency
         t = self._t_hops
+        if self._h_pos != t - 1:  # process_hop left rows 0 .. t-1 as a ring: put them in order
+            pos = self._h_pos
+            np.copyto(self._h_tmp, self._h_hist[[(pos + 1 + i) % t for i in range(t - 1)]])
+            np.copyto(self._h_hist[:t - 1], self._h_tmp)
+            self._h_pos = t - 1
         h_mag = mag[:, 1:self._h_hi]
         self._h_hist[t - 1:t - 1 + k] = h_mag
         np.minimum.reduce(self._h_win[:, :k], axis=0, out=self._h_min[:k])
-        self._h_hist[:t - 1] = self._h_hist[k:k + t - 1]
+        np.copyto(self._h_tmp, self._h_hist[k:k + t - 1])
+        np.copyto(self._h_hist[:t - 1], self._h_tmp)
         self._p_mid[:k] = h_mag
         np.minimum.reduce(self._p_shifts[:, :k], axis=0, out=self._p_min[:k])
         if k == 1:
@@ -502,8 +531,6 @@ class FeatureExtractor:
         np.maximum.reduce(raw, axis=1, out=cmax[:, 0])
         np.maximum(cmax, 1e-12, out=cmax)
         np.divide(raw, cmax, out=raw)
-        # keep the samples the next block's first frame needs
-        self._samples[:keep] = self._samples[k * hop:k * hop + keep]
 
     def _block_values(self, k: int):
         """The block's per-hop sums as Python lists (one conversion per array per block)."""
