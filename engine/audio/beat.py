@@ -332,8 +332,8 @@ class BeatTracker:
             self._build_fold(period)
         # The newest n envelope values, newest first: index j is x[t - j].
         recent = self._env[self._pos:self._pos + self._n]
-        recent.take(self._fold_idx, out=self._fold_vals, mode="clip")  # indices are in range
-        np.dot(self._fold_w, self._fold_vals, out=self._fold)
+        recent.take(self._fold_idx_view, out=self._fold_vals_view, mode="clip")  # in range
+        np.dot(self._fold_w, self._fold_vals_view, out=self._fold_view)
         fold = self._fold_view.tolist()
         peak = max(fold)
         k = fold.index(peak)               # the first maximum, as argmax
@@ -359,6 +359,10 @@ class BeatTracker:
         self._fold_period = period
         self._fold_len = m
         self._fold_view = self._fold[:m]
+        # Only the first m offsets are used: gather just those (contiguous copies, made once
+        # per tempo change, not per hop).
+        self._fold_idx_view = np.ascontiguousarray(self._fold_idx[:, :m])
+        self._fold_vals_view = np.zeros((PHASE_BEATS, m), dtype=np.float32)
 
     # --- steering ------------------------------------------------------------------------------
 
