@@ -302,7 +302,9 @@ def test_extractor_matches_the_recorded_reference_on_the_demo_song():
     rounding) on every feature of every hop. ``tests/data/features_demo_reference.npy`` was
     recorded with ``record_features(reference_signal())`` from the code before the speed-up; its
     chroma columns were re-recorded when chroma moved to the standard (librosa) filter bank on the
-    power spectrum, every other column unchanged."""
+    power spectrum, and its six tempo/beat columns (bpm .. downbeat) when the beat tracker's
+    novelty became the log-band weighted flux and its phase fold eight beats long (audio2 branch);
+    every other column unchanged."""
     ref = np.load(REFERENCE)
     got = record_features(reference_signal())
     assert got.shape == ref.shape
@@ -334,3 +336,39 @@ def test_beat_tracker_autocorrelation_stays_exact_over_long_runs():
     got = bt._acf * bt._acf_scale
     np.testing.assert_allclose(got, acf, rtol=1e-4, atol=1e-6 * acf[0])
     assert bt.bpm == pytest.approx(123.0, rel=0.01)
+
+
+def test_process_hops_matches_process_hop_hop_for_hop():
+    """The batched path (spectra of up to BLOCK_HOPS hops at once) gives every feature of every
+    hop as the per-hop path does, within float rounding, whatever the block sizes (including a
+    block larger than BLOCK_HOPS, single hops through process_hop in between, partial hops left
+    over, and NaN/inf samples in the input)."""
+    from engine.audio.features import BLOCK_HOPS, SCALAR_FEATURES
+
+    x = reference_signal()[:SR * 8]
+    n = len(x) // HOP
+    a = FeatureExtractor(SR, HOP, N_FFT)
+    want = []
+    for i in range(n):
+        f = a.process_hop(x[i * HOP:(i + 1) * HOP])
+        want.append([f[k] for k in SCALAR_FEATURES] + f["chroma"].tolist())
+    b = FeatureExtractor(SR, HOP, N_FFT)
+    got, pos = [], 0
+    for size in [1, 3, BLOCK_HOPS, 0, 0, 0, BLOCK_HOPS * 3 + 5, 7, 0, 2] * 100:
+        if pos >= n:
+            break
+        if size == 0:  # interleave the per-hop path (the two share their buffers)
+            f = b.process_hop(x[pos * HOP:(pos + 1) * HOP])
+            got.append([f[k] for k in SCALAR_FEATURES] + f["chroma"].tolist())
+            pos += 1
+            continue
+        for f in b.process_hops(x[pos * HOP:(pos + size) * HOP]):
+            got.append([f[k] for k in SCALAR_FEATURES] + f["chroma"].tolist())
+        pos += size
+    got = np.array(got)
+    want = np.array(want)
+    assert got.shape == want.shape and b.hops == n
+    assert want[:, SCALAR_FEATURES.index("beat")].sum() > 5
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
+    # a trailing partial hop is ignored, not analysed
+    assert list(FeatureExtractor(SR, HOP, N_FFT).process_hops(x[:HOP * 2 + 100])).__len__() == 2

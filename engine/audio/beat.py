@@ -48,7 +48,7 @@ MIN_BPM, MAX_BPM = 60.0, 200.0   # tempo search range
 PRIOR_BPM = 120.0                 # centre of the log-normal tempo prior ...
 PRIOR_OCTAVES = 0.9               # ... and its width (standard deviation in octaves)
 GRID_STEP = 0.005                 # tempo grid spacing (fraction of tempo: 0.5 %)
-ENVELOPE_SECONDS = 6.0            # onset envelope history
+ENVELOPE_SECONDS = 9.5            # onset envelope history (the phase fold reaches 9 s back at 60 BPM)
 ACF_SECONDS = 4.0                 # autocorrelation memory (time constant)
 MAX_LAG_SECONDS = 3.2             # longest autocorrelation lag
 MEAN_SECONDS = 1.0                # envelope detrending: moving mean time constant
@@ -58,8 +58,8 @@ MIN_CONFIDENCE = 0.3              # ... and before the confidence first reaches 
 NEAR = 0.06                       # "near the current tempo": within 6 %
 SWITCH_MARGIN = 1.15              # a far candidate must score this much higher ...
 SWITCH_SECONDS = 1.5              # ... for this long to replace the current tempo
-PHASE_BEATS = 4                   # periods folded for the phase measurement
-PHASE_DECAY = 0.7                 # weight of each older period in the fold
+PHASE_BEATS = 8                   # periods folded for the phase measurement
+PHASE_DECAY = 0.85                # weight of each older period in the fold
 PHASE_GAIN = 0.08                 # PLL: fraction of the phase error corrected per hop
 PHASE_SALIENCE = 1.5              # the fold's peak must exceed its mean by this factor ...
 PHASE_RELATIVE = 0.35             # ... and this fraction of its recent maximum (else freewheel:
@@ -332,8 +332,8 @@ class BeatTracker:
             self._build_fold(period)
         # The newest n envelope values, newest first: index j is x[t - j].
         recent = self._env[self._pos:self._pos + self._n]
-        recent.take(self._fold_idx, out=self._fold_vals, mode="clip")  # indices are in range
-        np.dot(self._fold_w, self._fold_vals, out=self._fold)
+        recent.take(self._fold_idx_view, out=self._fold_vals_view, mode="clip")  # in range
+        np.dot(self._fold_w, self._fold_vals_view, out=self._fold_view)
         fold = self._fold_view.tolist()
         peak = max(fold)
         k = fold.index(peak)               # the first maximum, as argmax
@@ -359,6 +359,10 @@ class BeatTracker:
         self._fold_period = period
         self._fold_len = m
         self._fold_view = self._fold[:m]
+        # Only the first m offsets are used: gather just those (contiguous copies, made once
+        # per tempo change, not per hop).
+        self._fold_idx_view = np.ascontiguousarray(self._fold_idx[:, :m])
+        self._fold_vals_view = np.zeros((PHASE_BEATS, m), dtype=np.float32)
 
     # --- steering ------------------------------------------------------------------------------
 
