@@ -361,7 +361,7 @@ class OscServer:
             LEARN_FORGET: lambda a: _one_string(a, b.forget),
             GENERATOR_LOAD: lambda a: _one_string(a, c.request_generator),
             RECORD_START: self._record_start,
-            RECORD_STOP: lambda a: "bad" if a else ("ok" if c.request_command(RECORD_STOP) else "bad"),
+            RECORD_STOP: lambda a: _press(a, lambda: c.request_command(RECORD_STOP) and "ok" or "bad"),
             # scenes, presets, cues, latents (engine/show.py): checked and queued for the frame loop
             **{address: (lambda a, address=address: "ok" if c.command(address, a) else "bad")
                for address in COMMANDS},
@@ -379,9 +379,10 @@ class OscServer:
         return "ok" if value is not None and self.controls.request_tempo(name, value) else "bad"
 
     def _record_start(self, args: list) -> str:
-        if args and (len(args) != 1 or not isinstance(args[0], str)):
-            return "bad"
-        return "ok" if self.controls.request_command(RECORD_START, args[0] if args else None) else "bad"
+        """``/lj/record/start [path]``: a path, or a button press (no argument or a non-zero number)."""
+        if len(args) == 1 and isinstance(args[0], str):
+            return "ok" if self.controls.request_command(RECORD_START, args[0]) else "bad"
+        return _press(args, lambda: self.controls.request_command(RECORD_START) and "ok" or "bad")
 
     def _apply(self, address: str, args: list, reply_to: tuple | None) -> None:
         controls = self.controls

@@ -213,7 +213,8 @@ class GeneratorRunner:
         self.last_error = ""      # the last failure, one line
         self.last_failed = False  # whether the last generated frame failed
         self._finite = torch.ones((), dtype=torch.bool, device=self.device)  # output all finite
-        self._finite_host = torch.ones((), dtype=torch.bool, pin_memory=self.ops is not None)
+        self._finite_host = (self.ops.host_empty((), torch.bool).fill_(True) if self.ops is not None
+                             else self._finite)  # pinned on CUDA: the verdict's copy is async
         self.last_gen_s = 0.0  # wall time of the last generate() call, seconds
         self.device_s = 0.0    # device time of the last frame whose events completed (CUDA)
         self.cpu_s = 0.0       # CPU time of the generating thread for the last frame
