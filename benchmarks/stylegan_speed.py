@@ -141,11 +141,12 @@ def main() -> None:
             peer_params = _params(gen)
         times = {m: [] for m in list(modes) + (["end-to-end"] if show else [])
                  + (["sg2 eager fp32"] if peer else [])}
-        for m, r in runners.items():  # warm-up (and graph capture)
-            for p in params[:3]:
+        warm = 3 if cuda else 1  # CUDA: warm-up and graph capture; a CPU needs one frame
+        for m, r in runners.items():
+            for p in params[:warm]:
                 r.generate(p)
         if peer:
-            for p in peer_params[:2]:
+            for p in peer_params[:warm]:
                 peer.generate(p)
         for i in range(repeats):
             p = params[i % len(params)]
