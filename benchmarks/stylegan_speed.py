@@ -1,6 +1,12 @@
 """Speed of a StyleGAN2-shaped generator (config-f channel counts, random weights) through the runner.
 
-    python benchmarks/stylegan_speed.py [--sizes 256 512 1024] [--repeats 20] [--threads 2]
+    python benchmarks/stylegan_speed.py [--arch sg2|sg3] [--sizes 256 512 1024] [--repeats 20] [--threads 2]
+
+``--arch sg3`` times a StyleGAN3-T instead (our ``engine.generators.stylegan3`` with the shape of
+NVlabs' ``--cfg=stylegan3-t``: z and w 512, 2 mapping layers, ``channel_base=32768``,
+``channel_max=512``, 14 layers, ``num_fp16_res=4``, ``conv_clamp=256``; random weights, the input
+transform driven through the runner's generator parameters), and adds the StyleGAN2 config-f of
+the same size in eager fp32 as a peer (row ``sg2 eager fp32``), interleaved with the others.
 
 The network is our StyleGAN2 (``engine.generators.stylegan2``) with the config-f shape: z and w 512,
 8 mapping layers, ``channel_base=32768``, ``channel_max=512``, ``num_fp16_res=4``,
@@ -53,12 +59,26 @@ def config_f(resolution: int) -> StyleGANGenerator:
     return StyleGANGenerator(net, name=f"config-f {resolution}")
 
 
+def stylegan3_t(resolution: int) -> StyleGANGenerator:
+    from engine.generators.stylegan3 import Generator as SG3
+
+    torch.manual_seed(0)
+    net = SG3(z_dim=512, c_dim=0, w_dim=512, img_resolution=resolution, img_channels=3,
+              mapping_kwargs={"num_layers": 2}, channel_base=32768, channel_max=512,
+              magnitude_ema_beta=0.5 ** (32 / 20000))
+    return StyleGANGenerator(net, name=f"stylegan3-t {resolution}")
+
+
+ARCHS = {"sg2": config_f, "sg3": stylegan3_t}
+
+
 def _params(gen, n: int = 8):
     rng = np.random.default_rng(3)
     out = []
     for i in range(n):
         w = rng.standard_normal((gen.num_layers, gen.w_dim)).astype(np.float32) * 0.5
-        out.append(FrameParams(t=i / 60, w_plus=w, truncation=0.7, noise=1.0))
+        moves = {"translate_x": 0.01 * i, "rotate": 2.0 * i} if gen.param_names else {}
+        out.append(FrameParams(t=i / 60, w_plus=w, truncation=0.7, noise=1.0, generator=moves))
     return out
 
 
@@ -84,6 +104,8 @@ def _display(size: int):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--arch", choices=sorted(ARCHS), default="sg2",
+                    help="sg2: StyleGAN2 config-f (default); sg3: StyleGAN3-T, with sg2 as a peer")
     ap.add_argument("--sizes", type=int, nargs="+")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
@@ -95,7 +117,8 @@ def main() -> None:
     sizes = args.sizes or ([256, 512, 1024] if cuda else [256])
     repeats = args.repeats or (200 if cuda else 5)
     name = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} threads"
-    print(f"torch {torch.__version__}, {name}, median of {repeats} frames per mode")
+    build = ARCHS[args.arch]
+    print(f"torch {torch.__version__}, {name}, {args.arch}, median of {repeats} frames per mode")
     print(f"{'size':>6} {'mode':>14} {'ms/frame':>9} {'per 60fps':>10} {'x eager fp32':>13}")
     for size in sizes:
         modes = {"eager fp32": dict(half=False, cuda_graph=False)}
@@ -104,22 +127,37 @@ def main() -> None:
             modes["fp16 + graph"] = dict(half=True, cuda_graph=True)
         runners = {}
         for mode, kw in modes.items():
-            gen = config_f(size)
+            gen = build(size)
             gen.force_fp32 = mode == "eager fp32"  # no mixed-precision blocks in the reference
             runners[mode] = GeneratorRunner(gen, device=device, threaded=False, **kw)
         fastest = list(modes)[-1]
         show = _display(size)
         params = _params(runners[fastest].generator)
-        times = {m: [] for m in list(modes) + (["end-to-end"] if show else [])}
-        for m, r in runners.items():  # warm-up (and graph capture)
-            for p in params[:3]:
+        peer = None
+        if args.arch != "sg2":  # the StyleGAN2 of the same size, as a peer
+            gen = config_f(size)
+            gen.force_fp32 = True
+            peer = GeneratorRunner(gen, device=device, threaded=False)
+            peer_params = _params(gen)
+        times = {m: [] for m in list(modes) + (["end-to-end"] if show else [])
+                 + (["sg2 eager fp32"] if peer else [])}
+        warm = 3 if cuda else 1  # CUDA: warm-up and graph capture; a CPU needs one frame
+        for m, r in runners.items():
+            for p in params[:warm]:
                 r.generate(p)
+        if peer:
+            for p in peer_params[:warm]:
+                peer.generate(p)
         for i in range(repeats):
             p = params[i % len(params)]
             for m, r in runners.items():
                 t0 = time.perf_counter()
                 r.generate(p)
                 times[m].append(time.perf_counter() - t0)
+            if peer:
+                t0 = time.perf_counter()
+                peer.generate(peer_params[i % len(peer_params)])
+                times["sg2 eager fp32"].append(time.perf_counter() - t0)
             if show:
                 t0 = time.perf_counter()
                 show(runners[fastest].generate(p), p.t)
@@ -130,7 +168,7 @@ def main() -> None:
             print(f"{size:>6} {m:>14} {ms:9.2f} {BUDGET_MS / ms:10.2f} {ms / ref:13.3f}")
         if not cuda:
             print(f"{size:>6} {'fp16':>14} {'n/a':>9}  (CUDA only; the runner keeps float32 on a CPU)")
-        for r in runners.values():
+        for r in list(runners.values()) + ([peer] if peer else []):
             r.close()
 
 

@@ -5,7 +5,8 @@ It writes the record format NVlabs' ``torch_utils.persistence`` produces (a call
 and the object's state), without any NVlabs code: the embedded ``module_src`` is a canary of ours
 that would create a marker file if anything ever executed it.
 
-Run ``python -m tests.model_fixtures`` to rewrite ``tests/data/models/sg2_orig16.pkl``.
+Run ``python -m tests.model_fixtures`` to rewrite ``tests/data/models/sg2_orig16.pkl`` and
+``tests/data/models/sg3_cond32.pkl`` (the StyleGAN3 ``cond`` weights of tests/test_stylegan3.py).
 """
 
 from __future__ import annotations
@@ -113,5 +114,39 @@ def build_orig16_fixture(out: Path = MODELS / "sg2_orig16.pkl") -> Path:
                         training_set_kwargs={"resolution": 16})
 
 
+def stylegan3_network(name: str) -> tuple[torch.nn.Module, dict]:
+    """Our StyleGAN3 network with the committed weights ``tests/data/models/stylegan3/<name>``
+    (``t``, ``r`` or ``cond``), and its init kwargs."""
+    import numpy as np
+
+    from engine.generators.stylegan3 import Generator
+
+    folder = MODELS / "stylegan3" / name
+    kwargs = json.loads((folder / "kwargs.json").read_text())
+    blob = np.load(folder / "weights.npy", allow_pickle=False)
+    index = json.loads((folder / "weights.json").read_text())["tensors"]
+    state = {}
+    for key, entry in index.items():
+        size = int(np.prod(entry["shape"], dtype=np.int64))
+        state[key] = torch.from_numpy(blob[entry["offset"]:entry["offset"] + size].reshape(entry["shape"]).copy())
+    net = Generator(**kwargs)
+    net.load_state_dict(state, strict=True)
+    return net.eval(), kwargs
+
+
+def write_stylegan3_pickle(name: str, out: Path, **extra_kwargs) -> Path:
+    """The StyleGAN3 fixture ``name`` as an NVlabs-format pickle (G, G_ema, D records);
+    ``extra_kwargs`` are added to the recorded init kwargs (to make bad files)."""
+    net, kwargs = stylegan3_network(name)
+    return write_pickle(out, generator_record(net, dict(kwargs, **extra_kwargs)), tiny_discriminator(),
+                        training_set_kwargs={"resolution": kwargs["img_resolution"]})
+
+
+def build_sg3_fixture(out: Path = MODELS / "sg3_cond32.pkl") -> Path:
+    """The conditional StyleGAN3 fixture (``--fp32`` kwargs, 32 px, 4 classes) as a pickle."""
+    return write_stylegan3_pickle("cond", out)
+
+
 if __name__ == "__main__":
     print(build_orig16_fixture())
+    print(build_sg3_fixture())

@@ -9,9 +9,12 @@ Spec syntax (``--generator``, a mapping's ``generator =``, ``/lj/generator``)::
     blend:A.pkl|B.pkl@16           ... every synthesis block from 16 px up (a crossover)
     blend:A.pkl|B.pkl@coarse       ... the coarse layers (4-8 px) from B
 
-``A`` and ``B`` are any model specs (pickle, safetensors export; ``#class=N`` allowed on ``A``).
-The amount is the generator parameter ``blend`` (0..1, default 0), a mapping target
-``generator.blend``, so a mapping source crossfades the two models (``to = "generator.blend"``).
+``A`` and ``B`` are any model specs (pickle, safetensors export; ``#class=N`` allowed on ``A``),
+StyleGAN2 or StyleGAN3 (both of the same one). The amount is the generator parameter ``blend``
+(0..1, default 0), a mapping target ``generator.blend``, so a mapping source crossfades the two
+models (``to = "generator.blend"``). A StyleGAN3 blend also has A's parameters ``translate_x``,
+``translate_y`` and ``rotate`` (after ``blend`` in ``param_names``). A layer swap of StyleGAN3
+models goes by each layer's size in its name (``L<i>_<size>_<channels>``).
 
 Each frame the blended tensors are recomputed in place, ``lerp(a, b, blend * mask)``, from
 device-resident copies of both models (CUDA-graph safe: the amount is a tensor, never a Python
@@ -47,19 +50,34 @@ def parse_blend(spec: str) -> tuple[str, str, str | None]:
     return parts[0].strip(), parts[1].strip(), where
 
 
-def _block_resolution(key: str) -> int | None:
+def _block_resolution(key: str, layer_res: dict | None = None) -> int | None:
     m = re.match(r"synthesis\.b(\d+)\.", key)
     if m:
         return int(m.group(1))
-    m = re.match(r"synthesis\.L(\d+)_(\d+)_", key)  # StyleGAN3 layers: L<index>_<size>_<channels>
-    return int(m.group(2)) if m else None
+    if key.startswith("synthesis.input.") and layer_res:  # StyleGAN3's Fourier input: coarsest
+        return min(layer_res.values())
+    m = re.match(r"synthesis\.(L(\d+)_(\d+)_\d+)\.", key)  # StyleGAN3: L<index>_<size>_<channels>
+    if not m:
+        return None
+    if layer_res and m.group(1) in layer_res:  # the layer's resolution as its layer group counts it
+        return layer_res[m.group(1)]
+    return int(m.group(3))
 
 
-def blend_mask(key: str, where: str | None) -> bool:
+def stylegan3_layer_resolutions(net) -> dict[str, int]:
+    """``{layer name: half its output sampling rate}`` for a StyleGAN3 network (``{}`` otherwise):
+    the resolution :meth:`StyleGANGenerator.layer_resolutions` gives the layer's style row."""
+    syn = getattr(net, "synthesis", None)
+    if syn is None or not hasattr(syn, "input"):
+        return {}
+    return {n: int(float(getattr(syn, n).out_sampling_rate) / 2) for n in syn.layer_names}
+
+
+def blend_mask(key: str, where: str | None, layer_res: dict | None = None) -> bool:
     """Does tensor ``key`` take part in the blend?"""
     if where is None:
         return True
-    res = _block_resolution(key)
+    res = _block_resolution(key, layer_res)
     if res is None:
         return False
     if where.isdigit():
@@ -88,15 +106,19 @@ class BlendGenerator(Generator):
         self.latent_dim, self.w_dim = a.latent_dim, a.w_dim
         self.num_layers, self.resolution = a.num_layers, a.resolution
         self.has_noise = a.has_noise
+        # the live model's own parameters (StyleGAN3: translate_x, translate_y, rotate) follow blend
+        self.param_names = ("blend",) + tuple(a.param_names)
+        self.param_ranges = {"blend": (0.0, 0.0, 1.0), **dict(a.param_ranges)}
         self.init_kwargs = getattr(a, "init_kwargs", None)
-        self._keys = [k for k in sa if sa[k].is_floating_point() and blend_mask(k, where)
+        layer_res = stylegan3_layer_resolutions(a.net)
+        self._keys = [k for k in sa if sa[k].is_floating_point() and blend_mask(k, where, layer_res)
                       and not torch.equal(sa[k], sb[k])]
         if not self._keys:
             raise GeneratorError(f"{name or 'blend'}: the two models are identical in the blended layers")
         for i, k in enumerate(self._keys):
             self.register_buffer(f"_a{i}", sa[k].detach().clone())
             self.register_buffer(f"_b{i}", sb[k].detach().clone())
-        self.register_buffer("_default", torch.tensor([0.0]), persistent=False)
+        self.register_buffer("_default", self.default_params(), persistent=False)
         self._pairs = None  # (a, b, destination) per blended tensor, rebuilt after .to()
 
     @property
@@ -125,9 +147,11 @@ class BlendGenerator(Generator):
         return self.live.mapping(z)
 
     def synthesize(self, w_plus, noise_strength=0.0, params=None):
-        amount = params[0:1] if params is not None else self._default
+        params = self._default if params is None else params
         with torch.no_grad():
-            self.apply_blend(amount)
+            self.apply_blend(params[0:1])
+        if len(self.param_names) > 1:
+            return self.live.synthesize(w_plus, noise_strength, params[1:])
         return self.live.synthesize(w_plus, noise_strength)
 
     def layer_groups(self):

@@ -27,6 +27,7 @@ import io
 import logging
 import os
 import pickle
+import re
 import struct
 import zipfile
 from collections import OrderedDict
@@ -536,6 +537,10 @@ def build_from_record(rec: PersistentRecord, path, memory_limit: int | None = No
         need = _meta_size(cls, args, kwargs)
     except (TypeError, ValueError, KeyError, AssertionError, RuntimeError, ZeroDivisionError) as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        m = re.search(r"unexpected keyword argument '([^']+)'", detail)
+        if m:  # e.g. a newer NVlabs version's option our network does not know
+            raise ModelError(path, f"unknown {family(rec, state).replace('stylegan', 'StyleGAN')} init argument '{m.group(1)}' in the "
+                                   f"pickle (this loader knows NVlabs' published arguments)") from None
         raise ModelError(path, f"the generator's architecture arguments are not understood ({detail})") from None
     if need > limit:
         raise ModelError(path, f"the generator needs {_gb(need)} of memory, more than the "

@@ -10,8 +10,16 @@ num_ws, img_resolution``, a ``mapping(z, c)`` that returns ``[B, num_ws, w_dim]`
 * ``synthesize(w_plus, noise_strength, params)``: per-layer noise. A StyleGAN2 layer adds its fixed
   noise image (``noise_const``, so frames stay deterministic and renders repeatable) scaled by its
   learned strength times ``noise_strength[layer]``: 0 = no noise, 1 = the model's own trained
-  amount (NVlabs' ``noise_mode='const'``), above 1 exaggerates it. StyleGAN3 has no noise inputs.
-* ``layer_groups()`` by resolution: coarse 4-8 px, middle 16-32 px, fine 64 px and up.
+  amount (NVlabs' ``noise_mode='const'``), above 1 exaggerates it. StyleGAN3 has no noise inputs
+  (``has_noise = False``): the noise strength is accepted and ignored, so one mapping file plays
+  on every generator.
+* StyleGAN3 only: the generator parameters ``translate_x``, ``translate_y`` (image widths, + =
+  right / down) and ``rotate`` (degrees, + = counter-clockwise), the input transform of NVlabs'
+  visualizer (:data:`engine.generators.stylegan3.TRANSFORM_PARAMS`). Each frame they are written
+  into ``synthesis.input.transform`` with tensor ops from the runner's static ``params`` tensor
+  (CUDA-graph safe); ``params=None`` means no transform.
+* ``layer_groups()`` by resolution: coarse 4-8 px, middle 16-32 px, fine 64 px and up (a
+  StyleGAN3 layer counts at half its sampling rate, see :meth:`StyleGANGenerator.layer_resolutions`).
 """
 
 from __future__ import annotations
@@ -63,6 +71,12 @@ class StyleGANGenerator(Generator):
         if self.c_dim:
             c[0, self.class_index] = 1.0
         self.register_buffer("c", c, persistent=False)
+        if self.family == "stylegan3":
+            from engine.generators.stylegan3 import TRANSFORM_PARAMS
+
+            self.param_names = tuple(TRANSFORM_PARAMS)
+            self.param_ranges = dict(TRANSFORM_PARAMS)
+            self.register_buffer("_default_params", self.default_params(), persistent=False)
 
     @property
     def w_avg(self) -> torch.Tensor:
@@ -84,8 +98,20 @@ class StyleGANGenerator(Generator):
         kw = {"noise_mode": "const", "force_fp32": self.force_fp32}
         if self.family == "stylegan2":
             kw["noise_gain"] = self.noise_vector(noise_strength, w_plus)
+        else:
+            self.set_transform(self._default_params if params is None else params)
         img = self.net.synthesis(w_plus, **kw)
         return img.clamp(-1.0, 1.0)
+
+    @torch.no_grad()
+    def set_transform(self, params: torch.Tensor) -> None:
+        """StyleGAN3: write ``params`` (``[translate_x, translate_y, rotate]``, a tensor) into the
+        input transform in place, with tensor ops only (no host sync, graph-capturable)."""
+        from engine.generators.stylegan3 import input_transform
+
+        buf = self.net.synthesis.input.transform
+        p = params.to(torch.float32)
+        buf.copy_(input_transform(p[0], p[1], p[2]))
 
     def layer_resolutions(self) -> list[int]:
         """The resolution each style row drives (StyleGAN2: the block's; StyleGAN3: the layer's

@@ -107,7 +107,7 @@ def design_lowpass_filter(numtaps: int, cutoff: float, width: float, fs: float,
         raise ValueError(f"numtaps must be >= 1, got {numtaps}")
     if numtaps == 1:
         return None
-    import scipy.signal  # scipy comes with librosa; imported late to keep `import engine` light
+    import scipy.signal  # a declared dependency (librosa needs it too); imported late to keep `import engine` light
     if not radial:
         taps = scipy.signal.firwin(numtaps=numtaps, cutoff=cutoff, width=width, fs=fs)
         return torch.as_tensor(taps, dtype=torch.float32)
