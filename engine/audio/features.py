@@ -448,7 +448,7 @@ class FeatureExtractor:
         novelty = float(np.dot(rise, self._beat_weights))
         np.dot(self._mag_rows, mag, out=mag_sums)
         np.dot(self._chroma_rows, power, out=chroma_raw)
-        np.add.reduceat(power, self._log_edges, out=log_sums)
+        np.add.reduceat(summed[0], self._log_edges, out=log_sums)  # power + the spare zero bin
         # the harmonic minimum does not care about order: rows 0 .. t-1 are used as a ring here
         pos = self._h_pos
         h_rows[pos] = h_mag
