@@ -115,6 +115,17 @@ def _upsample2x_(lo: torch.Tensor, mid: torch.Tensor, out: torch.Tensor) -> torc
     return out
 
 
+def _center_styles(net: Generator, gen: torch.Generator) -> None:
+    """Register ``w_avg`` (the mean w of 4096 random z) and centre every style affine on it, so
+    the average latent gives each affine's base value (a built-in generator's last init step)."""
+    with torch.no_grad():
+        z = torch.randn(4096, net.latent_dim, generator=gen)
+        net.register_buffer("w_avg", net.mapping(z).mean(0))
+        for module in net.modules():
+            if isinstance(module, _Affine):
+                module.center(net.w_avg)
+
+
 class CPPNGenerator(Generator):
     """Style-modulated CPPN. ``resolution`` is ``(height, width)``; any size works.
 
@@ -202,12 +213,7 @@ class CPPNGenerator(Generator):
         self.register_buffer("nw_detail", torch.randn(2, c, generator=gen) * 0.35)  # noise 2, 3
         self.register_buffer("nw_out", torch.tensor([0.35, 0.08, 0.08]))            # noise 4
 
-        with torch.no_grad():
-            z = torch.randn(4096, self.latent_dim, generator=gen)
-            self.register_buffer("w_avg", self.mapping(z).mean(0))
-            for module in self.modules():
-                if isinstance(module, _Affine):
-                    module.center(self.w_avg)
+        _center_styles(self, gen)
         self._workspace: dict = {}
 
     def set_resolution(self, resolution: tuple[int, int]) -> None:

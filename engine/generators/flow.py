@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from engine.generators.base import Generator, per_layer
-from engine.generators.cppn import _UP, _WAVE, _Affine, _upsample2x_, _wave_
+from engine.generators.cppn import _UP, _WAVE, _Affine, _center_styles, _upsample2x_, _wave_
 
 _WEIGHT_SEED = 0xF70  # the network's identity: change it and every saved seed changes look
 _WAVES = 6
@@ -89,12 +89,7 @@ class FlowGenerator(Generator):
         self.a_ripple = _Affine(wd, 2, scale=1.0, base=0.0, gen=gen)     # depth (offset), phase
         self.a_grain = _Affine(wd, 3, scale=0.02, base=0.08, gen=gen)
 
-        with torch.no_grad():
-            z = torch.randn(4096, self.latent_dim, generator=gen)
-            self.register_buffer("w_avg", self.mapping(z).mean(0))
-            for module in self.modules():
-                if isinstance(module, _Affine):
-                    module.center(self.w_avg)
+        _center_styles(self, gen)
         self._workspace: dict = {}
 
     def set_resolution(self, resolution: tuple[int, int]) -> None:
