@@ -28,6 +28,7 @@ from fractions import Fraction
 import numpy as np
 
 from engine.errors import RenderError
+from engine.render.frames import FramePool
 
 __all__ = ["OutputError", "FrameSink", "NdiOutput", "V4l2Output", "YuyvWriter", "open_output",
            "parse_output", "rgb_to_yuyv", "yuyv_to_rgb", "KINDS"]
@@ -58,9 +59,7 @@ class FrameSink:
 
     def __init__(self, size: tuple[int, int], buffers: int = 2):
         w, h = self.size = (int(size[0]), int(size[1]))
-        self._free: queue.Queue = queue.Queue()
-        for _ in range(max(1, buffers)):
-            self._free.put(np.empty((h, w, 3), np.uint8))
+        self._free = FramePool(self.size, buffers)
         self._work: queue.Queue = queue.Queue()
         self.sent = 0
         self.dropped = 0
@@ -80,15 +79,10 @@ class FrameSink:
         Never blocks; False when skipped (the output is busy: counted) or failed."""
         if self._closed or self.error is not None:
             return False
-        try:
-            buf = self._free.get_nowait()
-        except queue.Empty:
+        buf = self._free.take(frame)
+        if buf is None:
             self.dropped += 1
             return False
-        if hasattr(frame, "read"):
-            frame.read(out=buf)
-        else:
-            np.copyto(buf, frame)
         self._work.put(buf)
         return True
 
@@ -113,7 +107,7 @@ class FrameSink:
             except Exception as exc:  # reported by the live loop, once
                 self.error = f"{self.describe()}: {' '.join(str(exc).split()) or type(exc).__name__}"
             finally:
-                self._free.put(buf)
+                self._free.give(buf)
 
     # subclasses
     def _emit(self, rgb: np.ndarray) -> None:

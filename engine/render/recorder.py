@@ -32,6 +32,7 @@ import av
 import numpy as np
 
 from engine.errors import RenderError
+from engine.render.frames import FramePool
 from engine.render.record import _FORMATS, _one_line
 
 __all__ = ["LiveRecorder", "Recording"]
@@ -91,9 +92,7 @@ class LiveRecorder:
             raise RenderError(f"cannot record to {self.path}: {_one_line(exc)}") from None
         self._pad = np.zeros((ph, pw, 3), np.uint8) if (pw, ph) != (w, h) else None
         self._chunk = np.zeros((1, AUDIO_CHUNK), np.float32)
-        self._free: queue.Queue = queue.Queue()
-        for _ in range(max(1, int(queue_frames))):
-            self._free.put(np.empty((h, w, 3), np.uint8))
+        self._free = FramePool((w, h), queue_frames)
         self._work: queue.Queue = queue.Queue()
         self._t0: float | None = None     # audio time of the first frame
         self._last_pts = -1
@@ -126,15 +125,10 @@ class LiveRecorder:
         pts = math.floor((float(t) - self._t0) * float(self.fps) + 1e-6)  # the frame's slot
         if pts <= self._last_pts:
             return False
-        try:
-            buf = self._free.get_nowait()
-        except queue.Empty:
+        buf = self._free.take(frame)
+        if buf is None:
             self.dropped += 1
             return False
-        if hasattr(frame, "read"):
-            frame.read(out=buf)
-        else:
-            np.copyto(buf, frame)
         end = int(round(float(t) * self._sr)) if audio_pos is None else int(audio_pos)
         self._work.put((buf, pts, end))
         self._last_pts = pts
@@ -165,7 +159,7 @@ class LiveRecorder:
                         self._encode(buf, pts)
                         self._encode_audio(end)
                 finally:
-                    self._free.put(buf)
+                    self._free.give(buf)
             if self.error is None:
                 self._mux(self._video.encode(None))
                 if self._audio is not None:
@@ -176,7 +170,7 @@ class LiveRecorder:
                 item = self._work.get()
                 if item is None:
                     break
-                self._free.put(item[0])
+                self._free.give(item[0])
         finally:
             try:
                 container.close()
