@@ -12,21 +12,31 @@ One loop, three objectives:
 
 Losses: the non-saturating logistic loss (G: ``softplus(-D(G(z)))``; D:
 ``softplus(D(G(z))) + softplus(-D(x))``) with lazy R1 on the reals (every ``r1_every`` steps,
-``gamma/2 * |grad D(x)|^2``, scaled by the interval). Both networks see the same differentiable
-augmentation (:mod:`engine.studio.augment`). Adam (``betas = (0, 0.99)``) as in StyleGAN2; an
-exponential moving average of G (``G_ema``, ramped up at the start) is what gets exported.
-``w_avg`` is tracked while training (NVlabs' rule, beta 0.995) so truncation works.
+``gamma/2 * |grad D(x)|^2``, scaled by the interval). StyleGAN2's generator regularisers: style
+mixing (with probability ``style_mixing`` the styles from a random layer on come from a second
+z, for G's and D's fakes alike) and lazy path-length regularisation (every ``pl_every`` steps on
+``batch // pl_batch_shrink`` images: ``pl_weight * (|J_w^T y| - a)^2`` with ``y`` a random image
+direction and ``a`` the running mean, decay ``pl_decay``). Both networks see the same
+differentiable augmentation (:mod:`engine.studio.augment`), with ``ada`` each transform applied
+per image with a probability ``p`` tuned every ``ada_interval`` steps from ``r_t =
+E[sign(D(reals))]`` (:class:`~engine.studio.augment.AdaptiveP`). Adam (``betas = (0, 0.99)``) as
+in StyleGAN2, with NVlabs' correction for lazy regularisation; an exponential moving average of G
+(``G_ema``, ramped up at the start) is what gets exported. ``w_avg`` is tracked while training
+(NVlabs' rule, beta 0.995) so truncation works.
 
-Not done (say so rather than pretend): path-length regularisation and style-mixing
-regularisation; adaptive augmentation (ADA); rectangular output (the network is square: images
-are centre-cropped).
+Square or rectangular: ``resolution`` (R) and ``init_res`` ``(h0, w0)`` give images of
+``h0 * R/4`` x ``w0 * R/4`` (the generator's ``init_res`` extension, the discriminator's
+epilogue size); the images are centre-cropped to that aspect. D is built and called only
+through :func:`_make_discriminator` and :func:`_d_logits`.
 
 Files in the run folder (no pickle anywhere)::
 
     checkpoint.safetensors + checkpoint.json   the whole state: G, G_ema, D, both optimisers,
-                                               the random generator; --resume continues bit-exactly
+                                               the path-length mean, ADA's p, the random
+                                               generator; --resume continues bit-exactly
     model.safetensors + model.json             G_ema in our export form (load_generator loads it)
     samples/step-000100.png                    a fixed-z sample grid every --sample-every steps
+    stats.jsonl                                one JSON line per step: losses, ADA's p and r_t
     snapshots/step-000100.safetensors (+.json) finetune/uncanny: G_ema every --snapshot-every
                                                steps, for blend:A|B keyframes
 """
