@@ -16,7 +16,8 @@ ADA), and the tests' tiny one (32 px, 16 channels, batch 4). The reference, meas
 run on the same networks: the bare G+D forward/backward, one ``G(z)`` and ``D`` on those fakes
 and on as many reals, the non-saturating losses' backward through both, nothing else (no
 augmentation, no optimiser, no regulariser). Ratio = step / reference (1.0 = no overhead). The
-steps timed include every lazy phase in proportion (16 steps: 4 path-length steps, 1 R1 step).
+steps timed include every lazy phase in proportion (16 steps: 4 path-length steps, 1 R1 step);
+step and reference alternate in rounds of 4 so that a change of load hits both.
 """
 
 from __future__ import annotations
@@ -76,14 +77,6 @@ def bench_train(label, cfg, device, tmp, steps):
     from engine.studio.train import _d_logits
 
     t = Trainer.new(cfg, Path(tmp) / label.split()[0], device=device, log=lambda m: None)
-    for _ in range(2):   # warm-up (steps 0 and 1); the timed steps start at 2
-        t.train_step()
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        t.train_step()
-    sync(device)
-    train_ips = steps * cfg.batch / (time.perf_counter() - t0)
     G, D = t.G, t.D
     reals = t.reals[: cfg.batch]
 
@@ -93,13 +86,25 @@ def bench_train(label, cfg, device, tmp, steps):
         loss = F.softplus(-_d_logits(D, fake)).mean() + F.softplus(-_d_logits(D, reals)).mean()
         loss.backward()
 
+    for _ in range(2):   # warm-up (steps 0 and 1); the timed steps start at 2
+        t.train_step()
     bare()
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        bare()
-    sync(device)
-    ref_ips = steps * cfg.batch / (time.perf_counter() - t0)
+    # interleaved in rounds of 4 (one path-length step each), so a change of the machine's load
+    # hits both sides alike
+    train_s = ref_s = 0.0
+    for _ in range(max(1, steps // 4)):
+        sync(device)
+        t0 = time.perf_counter()
+        for _ in range(4):
+            t.train_step()
+        sync(device)
+        t1 = time.perf_counter()
+        for _ in range(4):
+            bare()
+        sync(device)
+        train_s, ref_s = train_s + t1 - t0, ref_s + time.perf_counter() - t1
+    n = max(1, steps // 4) * 4 * cfg.batch
+    train_ips, ref_ips = n / train_s, n / ref_s
     G.zero_grad(set_to_none=True)
     D.zero_grad(set_to_none=True)
     print(f"train {label:40s} {train_ips:7.2f} images/s   bare G+D fwd/bwd {ref_ips:7.2f} images/s   "

@@ -346,6 +346,13 @@ def test_a_rectangular_run_trains_renders_and_explores(images, tmp_path, capsys)
     assert ex["sheets"] == ["seeds"]
     assert np.asarray(Image.open(tmp_path / "ex" / "seeds.png")).shape == (
         2 * (16 + GAP) + GAP, 3 * (32 + GAP) + GAP, 3)
+    # lj finetune keeps the shape (D and the images follow the model's init_res)
+    ft = Trainer.new(TrainConfig(mode="finetune", base_model=str(run / "model.safetensors"),
+                                 images=str(images), steps=1, batch=4, channels=16,
+                                 sample_every=0, checkpoint_every=0), tmp_path / "ft")
+    assert ft.cfg.init_res == [4, 8] and ft.reals.shape[1:] == (3, 16, 32)
+    ft.run(progress=False)
+    assert load_generator(str(tmp_path / "ft" / "model.safetensors")).resolution == (16, 32)
 
 
 # ------------------------------------------------------------------------------- ADA, regularisers

@@ -115,6 +115,8 @@ def _config(args, mode: str):
     if cfg.ada and not args.augment or args.augment == "none" and cfg.ada:
         raise StudioError("--ada adapts the probability of --augment's transforms: it needs some "
                           "(e.g. --augment color,translation,cutout)")
+    if cfg.ada and mode == "uncanny":
+        raise StudioError("--ada tunes p from D's steps: lj uncanny has none (D is frozen)")
     if not 0 <= args.ada_target <= 1 or args.ada_kimg <= 0:
         raise StudioError("--ada-target must be between 0 and 1 and --ada-kimg above 0")
     if not 0 <= args.style_mixing <= 1 or args.pl_weight < 0:
