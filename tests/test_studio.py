@@ -286,6 +286,8 @@ def test_train_cli_errors_are_one_line(tmp_path, capsys, images):
     assert "common power-of-two factor" in capsys.readouterr().err
     assert main(["train", str(images), "-o", str(tmp_path / "r"), "--ada", "--augment", "none"]) == 2
     assert "--ada adapts the probability" in capsys.readouterr().err
+    assert main(["uncanny", str(tmp_path), "-o", str(tmp_path / "u"), "--ada"]) == 2
+    assert "lj uncanny has none (D is frozen)" in capsys.readouterr().err
     assert main(["train", str(images), "-o", str(tmp_path / "r"), "--style-mixing", "2"]) == 2
     assert "--style-mixing must be between 0 and 1" in capsys.readouterr().err
     old = tmp_path / "old"
