@@ -8,10 +8,16 @@ measured in the same run, the bare generator: ``synthesize`` on the same 256 ``w
 same batches, nothing else. Ratio = sheet / bare (1.0 = no overhead). Generators: the built-in
 CPPN at 128 px and an untrained 64 px StyleGAN2 of the ``lj train`` default shape.
 
-Train: images/second of ``lj train``'s step (G step, D step with augmentation, lazy R1, EMA) for
-the default configuration (64 px, 128 channels, batch 8) and the tests' tiny one (32 px, 16
-channels, batch 4), against the reference measured in the same run: the same generator's
-forward pass alone (no gradients) on batches of the same size.
+Train: images/second of ``lj train``'s whole step (G step, D step with augmentation, lazy R1,
+EMA, and as configured style mixing, lazy path length every 4 steps, ADA) for the small
+configuration (64 px, 128 channels, batch 8): bare (fixed augmentation, no style mixing, no path
+length), + ADA, + the regularisers, + both (``lj train``'s default is the regularisers without
+ADA), and the tests' tiny one (32 px, 16 channels, batch 4). The reference, measured in the same
+run on the same networks: the bare G+D forward/backward, one ``G(z)`` and ``D`` on those fakes
+and on as many reals, the non-saturating losses' backward through both, nothing else (no
+augmentation, no optimiser, no regulariser). Ratio = step / reference (1.0 = no overhead). The
+steps timed include every lazy phase in proportion (16 steps: 4 path-length steps, 1 R1 step);
+step and reference alternate in rounds of 4 so that a change of load hits both.
 """
 
 from __future__ import annotations
@@ -65,28 +71,45 @@ def bench_sheet(name, gen, device, tmp, repeats=3):
           f"ratio {s / b:5.2f}   ({256 / s:.1f} images/s)")
 
 
-def bench_train(label, cfg, images, device, tmp, steps):
-    t = Trainer.new(cfg, Path(tmp) / label, device=device, log=lambda m: None)
-    t.train_step()  # warm-up (steps 0 and 1; the measured steps include one lazy R1 step at 16)
-    t.train_step()
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
+def bench_train(label, cfg, device, tmp, steps):
+    import torch.nn.functional as F
+
+    from engine.studio.train import _d_logits
+
+    t = Trainer.new(cfg, Path(tmp) / label.split()[0], device=device, log=lambda m: None)
+    G, D = t.G, t.D
+    reals = t.reals[: cfg.batch]
+
+    def bare():
+        z = torch.randn(cfg.batch, cfg.z_dim, device=device)
+        fake = G(z, None, noise_mode="random")
+        loss = F.softplus(-_d_logits(D, fake)).mean() + F.softplus(-_d_logits(D, reals)).mean()
+        loss.backward()
+
+    for _ in range(2):   # warm-up (steps 0 and 1); the timed steps start at 2
         t.train_step()
-    sync(device)
-    train_ips = steps * cfg.batch / (time.perf_counter() - t0)
-    G = t.G_ema
-    z = torch.randn(cfg.batch, cfg.z_dim, device=device)
-    with torch.no_grad():
-        G(z, None)
+    bare()
+    # interleaved in rounds of 4 (one path-length step each), so a change of the machine's load
+    # hits both sides alike
+    train_s = ref_s = 0.0
+    for _ in range(max(1, steps // 4)):
         sync(device)
         t0 = time.perf_counter()
-        for _ in range(steps):
-            G(z, None, noise_mode="random")
+        for _ in range(4):
+            t.train_step()
         sync(device)
-    fwd_ips = steps * cfg.batch / (time.perf_counter() - t0)
-    print(f"train {label:30s} {train_ips:7.2f} images/s   G forward alone {fwd_ips:8.2f} images/s   "
-          f"ratio {train_ips / fwd_ips:5.3f}")
+        t1 = time.perf_counter()
+        for _ in range(4):
+            bare()
+        sync(device)
+        train_s, ref_s = train_s + t1 - t0, ref_s + time.perf_counter() - t1
+    n = max(1, steps // 4) * 4 * cfg.batch
+    train_ips, ref_ips = n / train_s, n / ref_s
+    G.zero_grad(set_to_none=True)
+    D.zero_grad(set_to_none=True)
+    print(f"train {label:40s} {train_ips:7.2f} images/s   bare G+D fwd/bwd {ref_ips:7.2f} images/s   "
+          f"ratio {train_ips / ref_ips:5.3f}")
+    return train_ips
 
 
 def main() -> int:
@@ -115,11 +138,16 @@ def main() -> int:
         for i in range(16):
             Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(folder / f"{i}.png")
         common = dict(images=str(folder), sample_every=0, checkpoint_every=0)
-        bench_train("default (64px, 128ch, batch 8)", TrainConfig(**common), folder, device, tmp,
-                    args.steps)
-        bench_train("tiny (32px, 16ch, batch 4)",
+        small = dict(resolution=64, batch=8, **common)    # lj train's default network, 128 channels
+        off = dict(style_mixing=0.0, pl_weight=0.0)
+        for label, kw in (("small-bare (64px, batch 8, fixed augment)", off),
+                          ("small-ada (+ ADA)", dict(off, ada=True)),
+                          ("small-reg (+ style mixing, path length)", {}),
+                          ("small-both (+ ADA + regularisers)", dict(ada=True))):
+            bench_train(label, TrainConfig(**small, **kw), device, tmp, args.steps)
+        bench_train("tiny (32px, 16ch, batch 4, defaults)",
                     TrainConfig(resolution=32, z_dim=32, w_dim=32, channels=16, batch=4, **common),
-                    folder, device, tmp, args.steps)
+                    device, tmp, args.steps)
     return 0
 
 

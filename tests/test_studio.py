@@ -175,7 +175,10 @@ def test_train_moves_the_losses_and_the_result_loads(base_run):
 
 
 def test_losses_move_and_resume_is_bit_exact(images, tmp_path):
-    cfg = dict(images=str(images), **SMALL)
+    # with every regulariser on (style mixing, path length at steps 0 and 2, R1) and ADA moving p
+    # (a target below any r_t: p rises by 0.1 every step)
+    cfg = dict(images=str(images), **SMALL, pl_every=2, ada=True, ada_interval=1, ada_kimg=0.04,
+               ada_target=-2.0)
     straight = Trainer.new(TrainConfig(steps=4, **cfg), tmp_path / "a")
     d0 = [p.detach().clone() for p in straight.D.parameters()]
     losses = [straight.train_step() for _ in range(4)]
@@ -190,6 +193,12 @@ def test_losses_move_and_resume_is_bit_exact(images, tmp_path):
     b = load_file(str(tmp_path / "b" / "checkpoint.safetensors"))
     assert set(a) == set(b) and any(k.startswith("optD.") for k in a)
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+    assert "pl_mean" in a and float(a["pl_mean"]) > 0
+    ada_a = json.loads((tmp_path / "a" / "checkpoint.json").read_text())["ada"]
+    ada_b = json.loads((tmp_path / "b" / "checkpoint.json").read_text())["ada"]
+    assert ada_a == ada_b and ada_a["p"] == pytest.approx(0.4) == losses[-1]["p"]
+    steps = [json.loads(ln)["step"] for ln in (tmp_path / "b" / "stats.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]   # one record line per step, across the resume
     with pytest.raises(StudioError, match="already holds a run"):
         Trainer.new(TrainConfig(steps=1, **cfg), tmp_path / "b")
 
@@ -273,9 +282,133 @@ def test_train_cli_errors_are_one_line(tmp_path, capsys, images):
     assert "no such folder of images" in capsys.readouterr().err
     assert main(["train", str(images), "-o", str(tmp_path / "r"), "--resolution", "48"]) == 2
     assert "power of two" in capsys.readouterr().err
+    assert main(["train", str(images), "-o", str(tmp_path / "r"), "--size", "65x64"]) == 2
+    assert "common power-of-two factor" in capsys.readouterr().err
+    assert main(["train", str(images), "-o", str(tmp_path / "r"), "--ada", "--augment", "none"]) == 2
+    assert "--ada adapts the probability" in capsys.readouterr().err
+    assert main(["uncanny", str(tmp_path), "-o", str(tmp_path / "u"), "--ada"]) == 2
+    assert "lj uncanny has none (D is frozen)" in capsys.readouterr().err
+    assert main(["train", str(images), "-o", str(tmp_path / "r"), "--style-mixing", "2"]) == 2
+    assert "--style-mixing must be between 0 and 1" in capsys.readouterr().err
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "checkpoint.json").write_text('{"latent_jockey_checkpoint": 1}')
+    assert main(["train", "-o", str(old), "--resume"]) == 2
+    assert "older Latent Jockey (format 1" in capsys.readouterr().err
     assert main(["train", "-o", str(tmp_path / "r"), "--resume"]) == 2
     assert "no checkpoint to resume" in capsys.readouterr().err
     assert main(["uncanny", str(tmp_path), "-o", str(tmp_path / "u")]) == 2
     assert "no checkpoint" in capsys.readouterr().err
     assert main(["finetune", "builtin:cppn", str(images), "-o", str(tmp_path / "f")]) == 2
     assert "only StyleGAN2 models" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------- rectangular
+
+def test_load_images_crops_to_the_aspect(tmp_path):
+    img = np.zeros((20, 60, 3), np.uint8)     # 60 wide, 20 high, a green band at the left
+    img[:, :10, 1] = 255
+    Image.fromarray(img).save(tmp_path / "wide.png")
+    square, wide = load_images(tmp_path, 16), load_images(tmp_path, (16, 48))
+    assert square.shape == (1, 3, 16, 16) and wide.shape == (1, 3, 16, 48)
+    assert square[0, 1].max() < -0.9                  # the centre square holds no green
+    assert wide[0, 1, :, :4].min() > 0.9              # the whole width: green on the left
+
+
+def test_a_rectangular_run_trains_renders_and_explores(images, tmp_path, capsys):
+    """lj train --size 32x16 -> a 16x32 (h x w) model: samples, export, load_generator, a
+    session's frames and explore sheets are all 2:1."""
+    from engine.offline import ArrayReader
+    from engine.session import Session
+
+    run = tmp_path / "wide"
+    assert main(["train", str(images), "-o", str(run), "--size", "32x16", "--steps", "2",
+                 "--batch", "4", "--channels", "16", "--z-dim", "16", "--mapping-layers", "1",
+                 "--sample-every", "2", "--checkpoint-every", "0", "--ada"]) == 0
+    assert " p 0.000" in capsys.readouterr().out                  # ADA's p in the progress line
+    grid = np.asarray(Image.open(run / "samples" / "step-000002.png"))
+    assert grid.shape == (4 * (16 + GAP) + GAP, 4 * (32 + GAP) + GAP, 3)
+    meta = json.loads((run / "model.json").read_text())
+    assert meta["init_kwargs"]["synthesis_kwargs"]["init_res"] == [4, 8]
+    gen = load_generator(str(run / "model.safetensors"))
+    assert gen.resolution == (16, 32)
+    with torch.inference_mode():
+        img = gen.synthesize(gen.w_avg.expand(2, gen.num_layers, -1).contiguous(), 1.0)
+    assert img.shape == (2, 3, 16, 32)
+    s = Session(44100, generator=str(run / "model.safetensors"), size=(64, 64), threaded=False)
+    try:
+        assert s.size == (16, 32)
+        s.runner.submit(s.params_at(ArrayReader(np.zeros(44100, np.float32)), 4410))
+        frame = s.runner.result()
+        assert tuple(frame.shape) == (16, 32, 3)       # h x w RGB, as rendered
+    finally:
+        s.close()
+    ex = explore(str(run / "model.safetensors"), tmp_path / "ex", seeds="0-5", sheets=("seeds",),
+                 samples=16, log=lambda m: None)
+    assert ex["sheets"] == ["seeds"]
+    assert np.asarray(Image.open(tmp_path / "ex" / "seeds.png")).shape == (
+        2 * (16 + GAP) + GAP, 3 * (32 + GAP) + GAP, 3)
+    # lj finetune keeps the shape (D and the images follow the model's init_res)
+    ft = Trainer.new(TrainConfig(mode="finetune", base_model=str(run / "model.safetensors"),
+                                 images=str(images), steps=1, batch=4, channels=16,
+                                 sample_every=0, checkpoint_every=0), tmp_path / "ft")
+    assert ft.cfg.init_res == [4, 8] and ft.reals.shape[1:] == (3, 16, 32)
+    ft.run(progress=False)
+    assert load_generator(str(tmp_path / "ft" / "model.safetensors")).resolution == (16, 32)
+
+
+# ------------------------------------------------------------------------------- ADA, regularisers
+
+TINY = dict(SMALL, resolution=16)
+
+
+class Says(torch.nn.Module):
+    """A discriminator whose every logit is ``value`` (the wrapped D's graph kept, so D's step
+    and R1 run as usual)."""
+
+    def __init__(self, D, value):
+        super().__init__()
+        self.D, self.value = D, value
+
+    def forward(self, img, c=None):
+        return self.D(img) * 0 + self.value
+
+
+def test_ada_p_rises_when_d_is_sure_of_the_reals_and_falls_when_not(images, tmp_path):
+    torch.manual_seed(0)
+    x = torch.rand(8, 3, 16, 16)
+    policy = parse_policy("color,translation,cutout")
+    assert torch.equal(augment(x, policy, 0.0), x)        # p = 0: the images as they are
+    torch.manual_seed(1)
+    half = augment(x, policy, 0.5)
+    changed = (half != x).flatten(1).any(1)
+    assert changed.any() and not changed.all()             # per image, with probability p
+    t = Trainer.new(TrainConfig(images=str(images), steps=12, **TINY, ada=True, ada_interval=2,
+                                ada_kimg=0.08, style_mixing=0, pl_weight=0), tmp_path / "ada")
+    t.D = Says(t.D, 3.0)                                   # "real" for everything: overfitting
+    ps = [t.train_step()["p"] for _ in range(6)]
+    assert ps == sorted(ps) and ps[-1] == pytest.approx(0.3) and t.last["rt"] == 1.0
+    t.D.value = -3.0                                       # "fake" for the reals: p must fall
+    ps = [t.train_step()["p"] for _ in range(6)]
+    assert ps == sorted(ps, reverse=True) and ps[-1] == pytest.approx(0.0)
+    t.save_checkpoint()
+    assert json.loads((tmp_path / "ada" / "checkpoint.json").read_text())["ada"]["p"] == t.ada.p
+    record = [json.loads(ln) for ln in (tmp_path / "ada" / "stats.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in record] == list(range(1, 13)) and max(r["p"] for r in record) > 0.2
+
+
+def test_style_mixing_and_path_length_change_the_generator_gradient(images, tmp_path):
+    """Same seed, same random draws (a regulariser 'off' here is on with a vanishing
+    probability / weight): any difference is the regulariser's own."""
+    def first_step(name, **kw):
+        t = Trainer.new(TrainConfig(images=str(images), steps=1, **TINY, **kw), tmp_path / name)
+        stats = t.train_step()
+        return t, stats, torch.cat([p.grad.flatten() for p in t.G.parameters() if p.grad is not None])
+
+    _, base, g_base = first_step("base", style_mixing=1e-9, pl_weight=1e-12)
+    _, mixed, g_mixed = first_step("mix", style_mixing=1.0, pl_weight=1e-12)
+    t, pl, g_pl = first_step("pl", style_mixing=1e-9, pl_weight=2.0)
+    assert mixed["G"] != base["G"] and not torch.allclose(g_mixed, g_base)
+    assert pl["G"] == base["G"] and pl["PL"] == base["PL"]   # the same images and penalty ...
+    assert (g_pl - g_base).abs().max() > 1e-4                # ... weighted into G's gradient
+    assert float(t.pl_mean) > 0

@@ -5,7 +5,8 @@ carry code); ``model.json`` beside it says what to build::
 
     {"latent_jockey_model": 1, "family": "stylegan2", "init_kwargs": {...}, "class_index": null}
 
-``init_kwargs`` are NVlabs' ``Generator`` keyword arguments. Loading builds our network from them
+``init_kwargs`` are NVlabs' ``Generator`` keyword arguments (a rectangular StyleGAN2 from ``lj
+train --size`` adds our one extension, ``synthesis_kwargs.init_res = [h0, w0]``). Loading builds our network from them
 (after checking its size on the meta device), then loads the tensors with ``strict=True``.
 
 ``lj export MODEL -o out.safetensors`` writes this form from an NVlabs pickle (or another export);

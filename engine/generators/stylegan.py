@@ -59,7 +59,8 @@ class StyleGANGenerator(Generator):
         self.w_dim = int(network.w_dim)
         self.num_layers = int(network.num_ws)
         res = int(network.img_resolution)
-        self.resolution = (res, res)
+        # (h, w): a rectangular StyleGAN2 (init_res) says its own shape; NVlabs' are square
+        self.resolution = tuple(int(v) for v in getattr(network, "img_shape", (res, res)))
         self.c_dim = int(getattr(network, "c_dim", 0) or 0)
         self.family = "stylegan3" if hasattr(network.synthesis, "input") else "stylegan2"
         self.has_noise = self.family == "stylegan2" and any(

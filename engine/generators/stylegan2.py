@@ -10,7 +10,7 @@ Pieces:
 
 * :class:`MappingNetwork`: ``z`` (and an optional class label ``c``, embedded) -> ``w``, with the
   ``w_avg`` buffer and truncation.
-* :class:`SynthesisNetwork`: a learned 4x4 constant, then one :class:`SynthesisBlock` per octave
+* :class:`SynthesisNetwork`: a learned 4x4 constant (``init_res``, see below), then one :class:`SynthesisBlock` per octave
   (``orig``, ``skip`` or ``resnet`` architecture), each with modulated / demodulated 3x3
   convolutions (:func:`modulated_conv2d`), per-layer noise with a learned strength, a clamp on the
   activations (``conv_clamp``), and float16 blocks at the highest resolutions where the model
@@ -18,6 +18,12 @@ Pieces:
 * Up-sampling is a transposed convolution followed by the FIR low-pass filter stored in each
   layer's ``resample_filter`` buffer (:func:`fir_filter`), exactly like the training code's
   padding, so borders match too.
+
+Rectangular output (our one extension, not in NVlabs' code): ``init_res=(h0, w0)`` (default
+``(4, 4)``, NVlabs exactly) is the size of the learned constant; every block doubles it, so the
+image is ``(h0 * img_resolution // 4, w0 * img_resolution // 4)`` (``img_shape``), e.g.
+``init_res=(4, 8), img_resolution=64`` renders 64x128 (h x w). Only the constant's and the noise
+buffers' shapes change; the module tree and the ``state_dict()`` keys stay NVlabs'.
 
 Noise: ``noise_mode`` is ``'const'`` (the fixed ``noise_const`` buffers: deterministic),
 ``'random'`` (fresh noise each call) or ``'none'``. :meth:`SynthesisNetwork.forward` also takes
@@ -355,15 +361,33 @@ class MappingNetwork(nn.Module):
         return x
 
 
+def check_init_res(init_res) -> tuple[int, int]:
+    """``init_res`` as ``(h0, w0)``: two whole numbers >= 1 (a list from JSON is fine)."""
+    try:
+        h0, w0 = (int(v) for v in init_res)
+        ok = (h0, w0) == tuple(init_res) and h0 >= 1 and w0 >= 1
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"init_res must be two whole numbers (h0, w0) >= 1, not {init_res!r}")
+    return h0, w0
+
+
+def block_shape(resolution: int, init_res=(4, 4)) -> tuple[int, int]:
+    """``(h, w)`` of the block at ``resolution`` (4, 8, ...): ``init_res`` doubled per octave."""
+    return init_res[0] * resolution // 4, init_res[1] * resolution // 4
+
+
 class SynthesisLayer(nn.Module):
     """A modulated 3x3 convolution (optionally up-sampling 2x), noise, bias, activation, clamp."""
 
     def __init__(self, in_channels, out_channels, w_dim, resolution, kernel_size=3, up=1,
                  use_noise=True, activation="lrelu", resample_filter=(1, 3, 3, 1), conv_clamp=None,
-                 channels_last=False):
+                 channels_last=False, init_res=(4, 4)):
         super().__init__()
         self.in_channels, self.out_channels, self.w_dim = in_channels, out_channels, w_dim
         self.resolution = resolution
+        self.shape = block_shape(resolution, init_res)
         self.up = up
         self.use_noise = use_noise
         self.activation = activation
@@ -374,7 +398,7 @@ class SynthesisLayer(nn.Module):
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
         self.weight = nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]))
         if use_noise:
-            self.register_buffer("noise_const", torch.randn([resolution, resolution]))
+            self.register_buffer("noise_const", torch.randn(list(self.shape)))
             self.noise_strength = nn.Parameter(torch.zeros([]))
         self.bias = nn.Parameter(torch.zeros([out_channels]))
 
@@ -386,7 +410,7 @@ class SynthesisLayer(nn.Module):
         if self.use_noise and noise_mode != "none":
             strength = self.noise_strength if noise_gain is None else self.noise_strength * noise_gain
             if noise_mode == "random":
-                noise = torch.randn([x.shape[0], 1, self.resolution, self.resolution],
+                noise = torch.randn([x.shape[0], 1, *self.shape],
                                     device=x.device, dtype=x.dtype) * strength.to(x.dtype)
             else:
                 noise = self.noise_const.to(x.dtype) * strength.to(x.dtype)
@@ -422,7 +446,7 @@ class SynthesisBlock(nn.Module):
 
     def __init__(self, in_channels, out_channels, w_dim, resolution, img_channels, is_last,
                  architecture="skip", resample_filter=(1, 3, 3, 1), conv_clamp=None, use_fp16=False,
-                 fp16_channels_last=False, fused_modconv_default=True, **layer_kwargs):
+                 fp16_channels_last=False, fused_modconv_default=True, init_res=(4, 4), **layer_kwargs):
         if architecture not in ("orig", "skip", "resnet"):
             raise ValueError(f"unknown synthesis architecture {architecture!r}")
         super().__init__()
@@ -437,14 +461,14 @@ class SynthesisBlock(nn.Module):
         self.num_conv = 0
         self.num_torgb = 0
         if in_channels == 0:
-            self.const = nn.Parameter(torch.randn([out_channels, resolution, resolution]))
+            self.const = nn.Parameter(torch.randn([out_channels, *block_shape(resolution, init_res)]))
         else:
             self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim=w_dim, resolution=resolution,
                                         up=2, resample_filter=resample_filter, conv_clamp=conv_clamp,
-                                        **layer_kwargs)
+                                        init_res=init_res, **layer_kwargs)
             self.num_conv += 1
         self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim=w_dim, resolution=resolution,
-                                    conv_clamp=conv_clamp, **layer_kwargs)
+                                    conv_clamp=conv_clamp, init_res=init_res, **layer_kwargs)
         self.num_conv += 1
         if is_last or architecture == "skip":
             self.torgb = ToRGBLayer(out_channels, img_channels, w_dim=w_dim, conv_clamp=conv_clamp)
@@ -490,13 +514,17 @@ class SynthesisBlock(nn.Module):
 
 
 class SynthesisNetwork(nn.Module):
-    """``ws`` ``[B, num_ws, w_dim]`` -> image ``[B, img_channels, R, R]`` (about ``[-1, 1]``)."""
+    """``ws`` ``[B, num_ws, w_dim]`` -> image ``[B, img_channels, H, W]`` (about ``[-1, 1]``),
+    ``(H, W) = img_shape``: ``(R, R)`` by default, ``init_res`` times ``R / 4`` when given."""
 
     def __init__(self, w_dim, img_resolution, img_channels, channel_base=32768, channel_max=512,
-                 num_fp16_res=0, **block_kwargs):
+                 num_fp16_res=0, init_res=(4, 4), **block_kwargs):
         if not (img_resolution >= 4 and img_resolution & (img_resolution - 1) == 0):
             raise ValueError(f"img_resolution must be a power of two >= 4, not {img_resolution}")
+        init_res = check_init_res(init_res)
         super().__init__()
+        self.init_res = init_res
+        self.img_shape = block_shape(img_resolution, init_res)
         self.w_dim = w_dim
         self.img_resolution = img_resolution
         self.img_resolution_log2 = int(np.log2(img_resolution))
@@ -510,7 +538,7 @@ class SynthesisNetwork(nn.Module):
             is_last = res == img_resolution
             block = SynthesisBlock(channels[res // 2] if res > 4 else 0, channels[res], w_dim=w_dim,
                                    resolution=res, img_channels=img_channels, is_last=is_last,
-                                   use_fp16=res >= fp16_resolution, **block_kwargs)
+                                   use_fp16=res >= fp16_resolution, init_res=init_res, **block_kwargs)
             self.num_ws += block.num_conv + (block.num_torgb if is_last else 0)
             setattr(self, f"b{res}", block)
 
@@ -554,6 +582,7 @@ class Generator(nn.Module):
         self.synthesis = SynthesisNetwork(w_dim=w_dim, img_resolution=img_resolution,
                                           img_channels=img_channels, **skw)
         self.num_ws = self.synthesis.num_ws
+        self.init_res, self.img_shape = self.synthesis.init_res, self.synthesis.img_shape
         self.mapping = MappingNetwork(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws,
                                       **dict(mapping_kwargs or {}))
 

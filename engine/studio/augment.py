@@ -11,6 +11,12 @@ Policies (``--augment color,translation,cutout``, the default):
 * ``color``: brightness +-0.5, saturation x0..2, contrast x0.5..1.5 (per image).
 * ``translation``: shift by up to 1/8 of the size (per image), zero padding.
 * ``cutout``: zero one square of half the size at a random place (per image).
+
+Adaptive augmentation (ADA, after Karras et al. 2020, "Training Generative Adversarial Networks
+with Limited Data"): with a probability ``p`` each transform is applied to each image with
+probability ``p`` (independently), so ``p = 0`` shows D the images as they are and ``p = 1`` is
+the fixed policy above. :class:`AdaptiveP` adjusts ``p`` from the overfitting heuristic
+``r_t = E[sign(D(reals))]``: above the target, D is too sure of the reals and ``p`` rises.
 """
 
 from __future__ import annotations
@@ -67,8 +73,53 @@ def cutout(x: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:
 _FUNCS = {"color": color, "translation": translation, "cutout": cutout}
 
 
-def augment(x: torch.Tensor, policy: tuple[str, ...]) -> torch.Tensor:
-    """Apply the transforms of ``policy`` in order (``()`` returns ``x``)."""
+def augment(x: torch.Tensor, policy: tuple[str, ...], p: float | None = None) -> torch.Tensor:
+    """Apply the transforms of ``policy`` in order (``()`` returns ``x``); with ``p``, each one
+    to each image with probability ``p`` (the random numbers are drawn whatever ``p`` is, so a
+    run's random stream does not depend on it)."""
+    b = x.shape[0]
     for name in policy:
-        x = _FUNCS[name](x)
+        y = _FUNCS[name](x)
+        if p is None:
+            x = y
+        else:
+            apply = torch.rand(b, 1, 1, 1, device=x.device) < p
+            x = torch.where(apply, y, x)
     return x
+
+
+class AdaptiveP:
+    """ADA's augmentation probability and its update (NVlabs' rule).
+
+    Feed it the real images' logits every step (:meth:`observe`); every ``interval`` steps
+    :meth:`adjust` moves ``p`` by ``sign(r_t - target) * batch * interval / (kimg * 1000)``
+    (so ``p`` can go from 0 to 1 in ``kimg`` thousand images), clamped to [0, 1], where
+    ``r_t`` is the mean sign of the logits seen since the last adjustment. Plain numbers only:
+    :meth:`state` / :meth:`load` round-trip it through JSON exactly.
+    """
+
+    def __init__(self, target: float = 0.6, kimg: float = 20.0, interval: int = 4, p: float = 0.0):
+        self.target, self.kimg, self.interval = float(target), float(kimg), int(interval)
+        self.p = float(p)
+        self.signs, self.count = 0.0, 0
+        self.rt: float | None = None   # r_t of the last adjustment
+
+    def observe(self, real_logits: torch.Tensor) -> None:
+        self.signs += float(real_logits.detach().sign().sum())
+        self.count += int(real_logits.numel())
+
+    def adjust(self, batch: int) -> float:
+        if self.count:
+            self.rt = self.signs / self.count
+            step = batch * self.interval / (self.kimg * 1000)
+            sign = (self.rt > self.target) - (self.rt < self.target)
+            self.p = min(1.0, max(0.0, self.p + sign * step))
+        self.signs, self.count = 0.0, 0
+        return self.p
+
+    def state(self) -> dict:
+        return {"p": self.p, "signs": self.signs, "count": self.count, "rt": self.rt}
+
+    def load(self, state: dict) -> None:
+        self.p, self.signs = float(state["p"]), float(state["signs"])
+        self.count, self.rt = int(state["count"]), state.get("rt")

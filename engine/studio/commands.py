@@ -20,6 +20,18 @@ def _add_train_options(p: argparse.ArgumentParser, new: bool) -> None:
     p.add_argument("--r1-gamma", type=float, default=d.r1_gamma, help=f"R1 weight (default {d.r1_gamma})")
     p.add_argument("--augment", default=d.augment,
                    help="differentiable augmentation: color,translation,cutout or none (default all)")
+    p.add_argument("--ada", action="store_true",
+                   help="adaptive augmentation: apply --augment with a probability p tuned from "
+                        "D's overfitting (p starts at 0)")
+    p.add_argument("--ada-target", type=float, default=d.ada_target, metavar="T",
+                   help=f"ADA's target for r_t = mean sign of D(reals) (default {d.ada_target}; implies --ada)")
+    p.add_argument("--ada-kimg", type=float, default=d.ada_kimg, metavar="K",
+                   help=f"ADA's speed: p can go 0 to 1 in K thousand images (default {d.ada_kimg:g}; "
+                        "NVlabs uses 500 for big data sets)")
+    p.add_argument("--style-mixing", type=float, default=d.style_mixing, metavar="P",
+                   help=f"style-mixing regularisation probability (default {d.style_mixing}; 0 = off)")
+    p.add_argument("--pl-weight", type=float, default=d.pl_weight, metavar="W",
+                   help=f"path-length regularisation weight (default {d.pl_weight:g}; 0 = off)")
     p.add_argument("--no-mirror", action="store_true", help="do not add left-right flips of the images")
     p.add_argument("--sample-every", type=int, default=d.sample_every, metavar="N",
                    help=f"sample grid PNG every N steps (default {d.sample_every}, 0 = never)")
@@ -32,8 +44,12 @@ def _add_train_options(p: argparse.ArgumentParser, new: bool) -> None:
     p.add_argument("--channels", type=int, default=d.channels,
                    help=f"{'network' if new else 'discriminator'} width: most channels per layer (default {d.channels})")
     if new:
-        p.add_argument("--resolution", type=int, default=d.resolution,
-                       help=f"square output size, a power of two (default {d.resolution})")
+        size = p.add_mutually_exclusive_group()
+        size.add_argument("--resolution", type=int, default=d.resolution,
+                          help=f"square output size, a power of two (default {d.resolution})")
+        size.add_argument("--size", metavar="WxH",
+                          help="rectangular (or square) output, e.g. 128x64 or 256x144 (images are "
+                               "centre-cropped to its aspect)")
         p.add_argument("--z-dim", type=int, default=d.z_dim, help=f"latent size (default {d.z_dim})")
         p.add_argument("--mapping-layers", type=int, default=d.mapping_layers,
                        help=f"mapping network depth (default {d.mapping_layers})")
@@ -92,7 +108,19 @@ def _config(args, mode: str):
     cfg = TrainConfig(mode=mode, steps=args.steps or TrainConfig().steps, batch=args.batch, lr=args.lr,
                       r1_gamma=args.r1_gamma, augment=args.augment, mirror=not args.no_mirror,
                       sample_every=args.sample_every, checkpoint_every=args.checkpoint_every,
-                      snapshot_every=args.snapshot_every, seed=args.seed, channels=args.channels)
+                      snapshot_every=args.snapshot_every, seed=args.seed, channels=args.channels,
+                      ada=args.ada or args.ada_target != TrainConfig().ada_target,
+                      ada_target=args.ada_target, ada_kimg=args.ada_kimg,
+                      style_mixing=args.style_mixing, pl_weight=args.pl_weight)
+    if cfg.ada and not args.augment or args.augment == "none" and cfg.ada:
+        raise StudioError("--ada adapts the probability of --augment's transforms: it needs some "
+                          "(e.g. --augment color,translation,cutout)")
+    if cfg.ada and mode == "uncanny":
+        raise StudioError("--ada tunes p from D's steps: lj uncanny has none (D is frozen)")
+    if not 0 <= args.ada_target <= 1 or args.ada_kimg <= 0:
+        raise StudioError("--ada-target must be between 0 and 1 and --ada-kimg above 0")
+    if not 0 <= args.style_mixing <= 1 or args.pl_weight < 0:
+        raise StudioError("--style-mixing must be between 0 and 1 and --pl-weight at least 0")
     try:
         from engine.studio.augment import parse_policy
 
@@ -102,7 +130,11 @@ def _config(args, mode: str):
     if mode == "train":
         cfg.images, cfg.resolution, cfg.z_dim = args.images, args.resolution, args.z_dim
         cfg.w_dim, cfg.mapping_layers = args.z_dim, args.mapping_layers
-        if args.resolution < 8 or args.resolution & (args.resolution - 1):
+        if args.size:
+            from engine.studio.config import parse_size
+
+            cfg.resolution, cfg.init_res = parse_size(args.size)
+        elif args.resolution < 8 or args.resolution & (args.resolution - 1):
             raise StudioError(f"--resolution must be a power of two >= 8, not {args.resolution}")
     elif mode == "finetune":
         cfg.images, cfg.base_model, cfg.mix = args.images, args.model, args.mix

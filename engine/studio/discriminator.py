@@ -5,7 +5,8 @@ Equalized learning rate (weights stored at unit variance, scaled by ``1/sqrt(fan
 used), a 1x1 ``fromrgb``, one residual block per octave down to 4x4 (two 3x3 convolutions,
 2x average-pool down-sampling, a 1x1 skip, sum scaled by ``1/sqrt(2)``), then a minibatch
 standard deviation feature, a 3x3 convolution and two dense layers to one logit per image.
-Square images only (the generator is square too).
+``init_res=(h0, w0)`` (default ``(4, 4)``) is the epilogue's size, for rectangular images of
+``(h0 * resolution // 4, w0 * resolution // 4)`` like the generator's ``init_res``.
 """
 
 from __future__ import annotations
@@ -69,21 +70,21 @@ class Discriminator(nn.Module):
     """
 
     def __init__(self, resolution: int = 64, img_channels: int = 3, channel_base: int = 4096,
-                 channel_max: int = 128, mbstd_group: int = 4):
+                 channel_max: int = 128, mbstd_group: int = 4, init_res=(4, 4)):
         super().__init__()
         log2 = int(round(math.log2(resolution)))
         if resolution < 8 or 2 ** log2 != resolution:
             raise ValueError(f"the discriminator needs a power-of-two resolution >= 8, not {resolution}")
         self.init_kwargs = dict(resolution=resolution, img_channels=img_channels,
                                 channel_base=channel_base, channel_max=channel_max,
-                                mbstd_group=mbstd_group)
+                                mbstd_group=mbstd_group, init_res=[int(v) for v in init_res])
         ch = {2 ** i: max(1, min(channel_base // 2 ** i, channel_max)) for i in range(2, log2 + 1)}
         self.resolution, self.mbstd_group = resolution, mbstd_group
         self.fromrgb = EqConv(img_channels, ch[resolution], 1)
         self.blocks = nn.ModuleList(DBlock(ch[2 ** i], ch[2 ** (i - 1)]) for i in range(log2, 2, -1))
         c4 = ch[4]
         self.conv = EqConv(c4 + 1, c4, 3)
-        self.fc = EqLinear(c4 * 16, c4)
+        self.fc = EqLinear(c4 * int(init_res[0]) * int(init_res[1]), c4)
         self.out = EqLinear(c4, 1)
 
     def minibatch_std(self, x):

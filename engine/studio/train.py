@@ -12,21 +12,31 @@ One loop, three objectives:
 
 Losses: the non-saturating logistic loss (G: ``softplus(-D(G(z)))``; D:
 ``softplus(D(G(z))) + softplus(-D(x))``) with lazy R1 on the reals (every ``r1_every`` steps,
-``gamma/2 * |grad D(x)|^2``, scaled by the interval). Both networks see the same differentiable
-augmentation (:mod:`engine.studio.augment`). Adam (``betas = (0, 0.99)``) as in StyleGAN2; an
-exponential moving average of G (``G_ema``, ramped up at the start) is what gets exported.
-``w_avg`` is tracked while training (NVlabs' rule, beta 0.995) so truncation works.
+``gamma/2 * |grad D(x)|^2``, scaled by the interval). StyleGAN2's generator regularisers: style
+mixing (with probability ``style_mixing`` the styles from a random layer on come from a second
+z, for G's and D's fakes alike) and lazy path-length regularisation (every ``pl_every`` steps on
+``batch // pl_batch_shrink`` images: ``pl_weight * (|J_w^T y| - a)^2`` with ``y`` a random image
+direction and ``a`` the running mean, decay ``pl_decay``). Both networks see the same
+differentiable augmentation (:mod:`engine.studio.augment`), with ``ada`` each transform applied
+per image with a probability ``p`` tuned every ``ada_interval`` steps from ``r_t =
+E[sign(D(reals))]`` (:class:`~engine.studio.augment.AdaptiveP`). Adam (``betas = (0, 0.99)``) as
+in StyleGAN2, with NVlabs' correction for lazy regularisation; an exponential moving average of G
+(``G_ema``, ramped up at the start) is what gets exported. ``w_avg`` is tracked while training
+(NVlabs' rule, beta 0.995) so truncation works.
 
-Not done (say so rather than pretend): path-length regularisation and style-mixing
-regularisation; adaptive augmentation (ADA); rectangular output (the network is square: images
-are centre-cropped).
+Square or rectangular: ``resolution`` (R) and ``init_res`` ``(h0, w0)`` give images of
+``h0 * R/4`` x ``w0 * R/4`` (the generator's ``init_res`` extension, the discriminator's
+epilogue size); the images are centre-cropped to that aspect. D is built and called only
+through :func:`_make_discriminator` and :func:`_d_logits`.
 
 Files in the run folder (no pickle anywhere)::
 
     checkpoint.safetensors + checkpoint.json   the whole state: G, G_ema, D, both optimisers,
-                                               the random generator; --resume continues bit-exactly
+                                               the path-length mean, ADA's p, the random
+                                               generator; --resume continues bit-exactly
     model.safetensors + model.json             G_ema in our export form (load_generator loads it)
     samples/step-000100.png                    a fixed-z sample grid every --sample-every steps
+    stats.jsonl                                one JSON line per step: losses, ADA's p and r_t
     snapshots/step-000100.safetensors (+.json) finetune/uncanny: G_ema every --snapshot-every
                                                steps, for blend:A|B keyframes
 """
@@ -35,6 +45,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -43,21 +54,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.studio.augment import augment, parse_policy
+from engine.studio.augment import AdaptiveP, augment, parse_policy
 from engine.studio.discriminator import Discriminator
-from engine.studio.config import StudioError, TrainConfig
+from engine.studio.config import StudioError, TrainConfig, image_shape
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2   # 2: path-length mean, ADA state, init_res
 EMA_RAMPUP = 0.5
 
 
 # ---------------------------------------------------------------------------------------------
 # data
 
-def load_images(folder: str | Path, resolution: int, mirror: bool = False) -> torch.Tensor:
-    """Every image in ``folder`` (not recursive), centre-cropped square, resized, as float
-    ``[N, 3, R, R]`` in [-1, 1] (``mirror`` adds the left-right flips)."""
+def load_images(folder: str | Path, shape: int | tuple[int, int], mirror: bool = False) -> torch.Tensor:
+    """Every image in ``folder`` (not recursive), centre-cropped to the aspect of ``shape``
+    (``(h, w)``, or one number for a square) and resized (Lanczos), as float ``[N, 3, h, w]`` in
+    [-1, 1] (``mirror`` adds the left-right flips)."""
     from PIL import Image, UnidentifiedImageError
 
     folder = Path(folder)
@@ -66,15 +78,18 @@ def load_images(folder: str | Path, resolution: int, mirror: bool = False) -> to
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise StudioError(f"{folder}: no images in it ({', '.join(IMAGE_SUFFIXES)})")
+    th, tw = (shape, shape) if isinstance(shape, int) else (int(shape[0]), int(shape[1]))
     out = []
     for p in files:
         try:
             with Image.open(p) as im:
                 im = im.convert("RGB")
                 w, h = im.size
-                s = min(w, h)
-                im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
-                im = im.resize((resolution, resolution), Image.LANCZOS)
+                # the largest centred box of the target's aspect
+                cw, ch = (min(w, round(h * tw / th)), h) if w * th >= h * tw else (w, min(h, round(w * th / tw)))
+                left, top = (w - cw) // 2, (h - ch) // 2
+                im = im.crop((left, top, left + cw, top + ch))
+                im = im.resize((tw, th), Image.LANCZOS)
                 out.append(np.asarray(im, dtype=np.uint8))
         except (OSError, UnidentifiedImageError, ValueError) as e:
             raise StudioError(f"{p}: not a readable image ({e})") from None
@@ -89,7 +104,8 @@ def generator_kwargs(cfg: TrainConfig) -> dict:
     return {"z_dim": cfg.z_dim, "c_dim": 0, "w_dim": cfg.w_dim, "img_resolution": cfg.resolution,
             "img_channels": 3, "mapping_kwargs": {"num_layers": cfg.mapping_layers},
             "synthesis_kwargs": {"channel_base": 32 * cfg.channels, "channel_max": cfg.channels,
-                                 "num_fp16_res": 0, "conv_clamp": 256, "architecture": "skip"}}
+                                 "num_fp16_res": 0, "conv_clamp": 256, "architecture": "skip",
+                                 "init_res": [int(v) for v in cfg.init_res]}}
 
 
 def build_generator(kwargs: dict) -> torch.nn.Module:
@@ -125,6 +141,24 @@ def load_base_generator(spec: str) -> tuple[torch.nn.Module, dict]:
     return net.float().train().requires_grad_(True), kwargs
 
 
+def _make_discriminator(cfg: TrainConfig) -> torch.nn.Module:
+    """The discriminator of a run (``cfg.d_kwargs``, filled in for a new run): the one place that
+    builds D from a config."""
+    cfg.d_kwargs = cfg.d_kwargs or {"resolution": cfg.resolution, "channel_base": 32 * cfg.channels,
+                                    "channel_max": cfg.channels,
+                                    "init_res": [int(v) for v in cfg.init_res]}
+    try:
+        return Discriminator(**cfg.d_kwargs)
+    except (TypeError, ValueError) as e:
+        raise StudioError(f"cannot build the discriminator: {e}") from None
+
+
+def _d_logits(D: torch.nn.Module, img: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+    """``D``'s logits for ``img`` as ``[B]`` (high = real); the one place that calls D.
+    ``c``: class labels ``[B, c_dim]`` (unused: our generators are unconditional)."""
+    return D(img).reshape(img.shape[0])
+
+
 # ---------------------------------------------------------------------------------------------
 # checkpoints (safetensors + JSON, never pickle)
 
@@ -154,8 +188,11 @@ class Trainer:
         self.G, self.D = G.to(device), D.to(device)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.policy = parse_policy(cfg.augment)
-        self.optG = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=(0.0, 0.99), eps=1e-8)
-        r1c = cfg.r1_every / (cfg.r1_every + 1)   # lazy regularisation: NVlabs' correction
+        # lazy regularisation (R1 on D every r1_every steps, path length on G every pl_every):
+        # NVlabs' correction of Adam's learning rate and momentum for the interval
+        gc = cfg.pl_every / (cfg.pl_every + 1) if cfg.pl_weight > 0 else 1.0
+        self.optG = torch.optim.Adam(self.G.parameters(), lr=cfg.lr * gc, betas=(0.0, 0.99 ** gc), eps=1e-8)
+        r1c = cfg.r1_every / (cfg.r1_every + 1)
         self.optD = torch.optim.Adam(self.D.parameters(), lr=cfg.lr * r1c,
                                      betas=(0.0, 0.99 ** r1c), eps=1e-8)
         if cfg.mode == "uncanny":
@@ -163,10 +200,12 @@ class Trainer:
         self.step = 0
         self.images_seen = 0
         self.last: dict[str, float] = {}
+        self.pl_mean = torch.zeros([], device=device)   # running mean of the path lengths
+        self.ada = AdaptiveP(cfg.ada_target, cfg.ada_kimg, cfg.ada_interval) if cfg.ada else None
         # the data set lives on the device (a few dozen to a few thousand small images)
-        self.reals = (load_images(cfg.images, cfg.resolution, cfg.mirror).to(device)
-                      if cfg.images else None)
-        self.mix = load_images(cfg.mix, cfg.resolution, cfg.mirror).to(device) if cfg.mix else None
+        shape = image_shape(cfg)
+        self.reals = load_images(cfg.images, shape, cfg.mirror).to(device) if cfg.images else None
+        self.mix = load_images(cfg.mix, shape, cfg.mirror).to(device) if cfg.mix else None
         gen = torch.Generator().manual_seed(cfg.seed + 12345)
         self.sample_z = torch.randn(16, cfg.z_dim, generator=gen)
 
@@ -189,17 +228,13 @@ class Trainer:
                 G, D = load_run_networks(cfg.base_model)
                 cfg.init_kwargs = G.init_kwargs_
                 cfg.d_kwargs = dict(D.init_kwargs)
-                cfg.resolution = int(G.img_resolution)
+                cfg.resolution, cfg.init_res = int(G.img_resolution), list(G.init_res)
                 cfg.z_dim = int(G.z_dim)
                 return cls._finish(cls(cfg, out, G, D, device, log))
             G, cfg.init_kwargs = load_base_generator(cfg.base_model)
             cfg.resolution, cfg.z_dim = int(G.img_resolution), int(G.z_dim)
-        cfg.d_kwargs = cfg.d_kwargs or {"resolution": cfg.resolution, "channel_base": 32 * cfg.channels,
-                                        "channel_max": cfg.channels}
-        try:
-            D = Discriminator(**cfg.d_kwargs)
-        except ValueError as e:
-            raise StudioError(str(e)) from None
+            cfg.init_res = list(G.init_res)
+        D = _make_discriminator(cfg)
         return cls._finish(cls(cfg, out, G.train().requires_grad_(True), D, device, log))
 
     @staticmethod
@@ -222,17 +257,21 @@ class Trainer:
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         tensors = load_file(str(out / "checkpoint.safetensors"))
         G = build_generator(cfg.init_kwargs)
-        D = Discriminator(**cfg.d_kwargs)
+        D = _make_discriminator(cfg)
         t = cls(cfg, out, G, D, device, log)
         for name, net in (("G", t.G), ("G_ema", t.G_ema), ("D", t.D)):
             sd = {k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(name + ".")}
             net.load_state_dict(sd, strict=True)
         _restore_optimizer(t.optG, "optG", tensors, meta["optG"])
         _restore_optimizer(t.optD, "optD", tensors, meta["optD"])
+        t.pl_mean.copy_(tensors["pl_mean"].reshape(()))
+        if t.ada is not None:
+            t.ada.load(meta["ada"])
         torch.set_rng_state(tensors["rng.cpu"])
         if device.type == "cuda" and "rng.cuda" in tensors:
             torch.cuda.set_rng_state(tensors["rng.cuda"])
         t.step, t.images_seen = int(meta["step"]), int(meta["images_seen"])
+        t._trim_record()
         return t
 
     # ------------------------------------------------------------------ one step
@@ -247,28 +286,61 @@ class Trainer:
         return x
 
     def run_D(self, img: torch.Tensor) -> torch.Tensor:
-        return self.D(augment(img, self.policy))
+        """D's logits ``[B]`` for ``img`` seen through the augmentation (with ADA's ``p``)."""
+        return _d_logits(self.D, augment(img, self.policy, self.ada.p if self.ada else None))
+
+    def run_G(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(w, ws, images)`` for ``z``: ``w`` the mapping's ``[B, w_dim]``, ``ws`` the styles
+        after style mixing (with probability ``style_mixing`` the layers from a random crossover
+        on come from a second z, one crossover per batch as in StyleGAN2)."""
+        G, cfg = self.G, self.cfg
+        ws = G.mapping(z, None)
+        w = ws[:, 0]
+        n = ws.shape[1]
+        if cfg.style_mixing > 0 and n > 1:
+            cutoff = torch.randint(1, n, ())
+            cutoff = torch.where(torch.rand(()) < cfg.style_mixing, cutoff, torch.tensor(n))
+            keep = (torch.arange(n) < cutoff).to(ws.device).view(1, n, 1)
+            ws = torch.where(keep, ws, G.mapping(torch.randn_like(z), None))
+        return w, ws, G.synthesis(ws, noise_mode="random")
+
+    def path_length_penalty(self) -> torch.Tensor:
+        """StyleGAN2's path-length regulariser: the length of ``J_w^T y`` (the image's change
+        along a random image-space direction ``y``, pulled back to w) is pulled towards its
+        running mean (``pl_decay``); returns the penalty (before ``pl_weight``)."""
+        cfg = self.cfg
+        b = max(1, cfg.batch // cfg.pl_batch_shrink)
+        _, ws, img = self.run_G(torch.randn(b, cfg.z_dim, device=self.device))
+        y = torch.randn_like(img) / math.sqrt(img.shape[2] * img.shape[3])
+        grad, = torch.autograd.grad((img * y).sum(), ws, create_graph=True)
+        lengths = grad.square().sum(2).mean(1).sqrt()
+        with torch.no_grad():
+            self.pl_mean.copy_(self.pl_mean.lerp(lengths.mean(), cfg.pl_decay))
+        return (lengths - self.pl_mean).square().mean()
 
     def train_step(self) -> dict:
-        cfg, G = self.cfg, self.G
+        cfg = self.cfg
         b = cfg.batch
         # generator
         z = torch.randn(b, cfg.z_dim, device=self.device)
-        ws = G.mapping(z, None)
-        fake = G.synthesis(ws, noise_mode="random")
+        w, _, fake = self.run_G(z)
         logits = self.run_D(fake)
         # uncanny: push G towards what the frozen D calls fake (the inverted objective)
         loss_g = (F.softplus(logits) if cfg.mode == "uncanny" else F.softplus(-logits)).mean()
         self.optG.zero_grad(set_to_none=True)
         loss_g.backward()
+        stats = {"G": float(loss_g.detach()), "D_fake": float(logits.detach().mean())}
+        if cfg.pl_weight > 0 and self.step % cfg.pl_every == 0:
+            pl = self.path_length_penalty()
+            (pl * (cfg.pl_weight * cfg.pl_every)).backward()
+            stats["PL"] = float(pl.detach())
         self.optG.step()
         with torch.no_grad():
-            G.mapping.w_avg.copy_(ws[:, 0].mean(0).lerp(G.mapping.w_avg, 0.995))
-        stats = {"G": float(loss_g.detach()), "D_fake": float(logits.detach().mean())}
+            self.G.mapping.w_avg.copy_(w.mean(0).lerp(self.G.mapping.w_avg, 0.995))
         if cfg.mode != "uncanny":
             reals = self.batch_of_reals()
             with torch.no_grad():
-                fake = G(torch.randn(b, cfg.z_dim, device=self.device), None, noise_mode="random")
+                fake = self.run_G(torch.randn(b, cfg.z_dim, device=self.device))[2]
             lf, lr_ = self.run_D(fake), self.run_D(reals)
             loss_d = F.softplus(lf).mean() + F.softplus(-lr_).mean()
             self.optD.zero_grad(set_to_none=True)
@@ -282,11 +354,35 @@ class Trainer:
                 stats["R1"] = float(r1.detach())
             self.optD.step()
             stats.update(D=float(loss_d.detach()), D_real=float(lr_.detach().mean()))
+            if self.ada is not None:
+                self.ada.observe(lr_)
+                if (self.step + 1) % cfg.ada_interval == 0:
+                    self.ada.adjust(b)
+                stats["p"] = self.ada.p
+                if self.ada.rt is not None:
+                    stats["rt"] = self.ada.rt
         self.update_ema()
         self.step += 1
         self.images_seen += b
         self.last = stats
+        self._record(stats)
         return stats
+
+    # ------------------------------------------------------------------ the record
+    def _record(self, stats: dict) -> None:
+        """One JSON line per step in ``stats.jsonl`` (losses, ADA's p and r_t) for plotting."""
+        line = json.dumps({"step": self.step, "images": self.images_seen, **stats})
+        with open(self.out / "stats.jsonl", "a") as f:
+            f.write(line + "\n")
+
+    def _trim_record(self) -> None:
+        """On resume: drop the lines of steps after the checkpoint (they will be done again)."""
+        path = self.out / "stats.jsonl"
+        if not path.exists():
+            return
+        keep = [ln for ln in path.read_text().splitlines()
+                if ln.strip() and json.loads(ln).get("step", 0) <= self.step]
+        path.write_text("".join(ln + "\n" for ln in keep))
 
     @torch.no_grad()
     def update_ema(self) -> None:
@@ -321,12 +417,14 @@ class Trainer:
                 tensors[f"{name}.{k}"] = v.detach().cpu().contiguous()
         groups_g = _flat_optimizer(self.optG, "optG", tensors)
         groups_d = _flat_optimizer(self.optD, "optD", tensors)
+        tensors["pl_mean"] = self.pl_mean.detach().cpu().reshape(1)
         tensors["rng.cpu"] = torch.get_rng_state()
         if self.device.type == "cuda":
             tensors["rng.cuda"] = torch.cuda.get_rng_state()
         meta = {"latent_jockey_checkpoint": CHECKPOINT_FORMAT, "step": self.step,
                 "images_seen": self.images_seen, "config": asdict(self.cfg),
-                "optG": groups_g, "optD": groups_d, "losses": self.last}
+                "optG": groups_g, "optD": groups_d, "losses": self.last,
+                "ada": self.ada.state() if self.ada is not None else None}
         tmp = self.out / "checkpoint.tmp.safetensors"
         save_file(tensors, str(tmp))
         (self.out / "checkpoint.json.tmp").write_text(json.dumps(meta, indent=1) + "\n")
@@ -380,7 +478,12 @@ def _read_checkpoint_json(out: Path) -> dict:
         raise StudioError(f"{out}: no checkpoint to resume (checkpoint.json missing)") from None
     except (OSError, json.JSONDecodeError) as e:
         raise StudioError(f"{js}: not a readable checkpoint ({e})") from None
-    if meta.get("latent_jockey_checkpoint") != CHECKPOINT_FORMAT:
+    version = meta.get("latent_jockey_checkpoint") if isinstance(meta, dict) else None
+    if isinstance(version, int) and version < CHECKPOINT_FORMAT:
+        raise StudioError(f"{js}: a checkpoint of an older Latent Jockey (format {version}, this one "
+                          f"reads {CHECKPOINT_FORMAT}): start a new run (its model.safetensors "
+                          "still loads and fine-tunes)")
+    if version != CHECKPOINT_FORMAT:
         raise StudioError(f"{js}: not a Latent Jockey training checkpoint")
     return meta
 
