@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import operator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,7 +76,8 @@ class SongAnalysis:
 
 
 def analyze_samples(samples: np.ndarray, sr: int, hop: int = 512, n_fft: int = 2048) -> SongAnalysis:
-    """Run the streaming extractor over ``samples`` (float32 [n] or [n, channels]) hop by hop.
+    """Run the streaming extractor over ``samples`` (float32 [n] or [n, channels]) hop by hop
+    (in blocks: :meth:`~engine.audio.features.FeatureExtractor.process_hops`).
 
     A trailing part shorter than one hop is not analysed (the live loop would not have seen it
     yet either).
@@ -84,14 +86,14 @@ def analyze_samples(samples: np.ndarray, sr: int, hop: int = 512, n_fft: int = 2
     mono = np.ascontiguousarray(mono, dtype=np.float32)
     n = len(mono) // hop
     fe = FeatureExtractor(sr, hop, n_fft)
-    values = np.zeros((n, len(SCALAR_FEATURES)), dtype=np.float64)
     chroma = np.zeros((n, 12), dtype=np.float32)
-    for i in range(n):
-        f = fe.process_hop(mono[i * hop:(i + 1) * hop])
-        row = values[i]
-        for j, name in enumerate(SCALAR_FEATURES):
-            row[j] = f[name]
+    scalars = operator.itemgetter(*SCALAR_FEATURES)
+    rows = []
+    # process_hops gives, hop for hop, what the live loop's process_hop would have known
+    for i, f in enumerate(fe.process_hops(mono[:n * hop])):
+        rows.append(scalars(f))
         chroma[i] = f["chroma"]
+    values = np.array(rows, dtype=np.float64).reshape(n, len(SCALAR_FEATURES))
     times = (np.arange(n) + 1) * hop / sr
     return SongAnalysis(times, values, chroma, int(sr), int(hop), len(mono) / sr)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.audio.features import FeatureExtractor
+from engine.audio.features import BLOCK_HOPS, FeatureExtractor
 from engine.audio.ring import HopReader
 from engine.errors import GeneratorError, LJError, MappingError
 from engine.frame import FrameParams
@@ -73,9 +73,10 @@ class Analysis:
     """Brings features and the mapping's per-hop state up to an audio position.
 
     ``advance`` processes every complete hop that ends at or before ``pos`` (drained by a
-    :class:`~engine.audio.ring.HopReader`); the features of a hop go straight to
-    ``mapping.step_hop``. If a live ring has already overwritten hops not yet processed (the loop
-    stalled for longer than the ring holds), they are skipped and counted in ``dropped_hops``.
+    :class:`~engine.audio.ring.HopReader` in blocks of consecutive hops, whose spectra the
+    extractor computes together); the features of each hop go straight to ``mapping.step_hop``.
+    If a live ring has already overwritten hops not yet processed (the loop stalled for longer
+    than the ring holds), they are skipped and counted in ``dropped_hops``.
     """
 
     def __init__(self, sr: int, hop: int = HOP, n_fft: int = N_FFT):
@@ -97,8 +98,10 @@ class Analysis:
             dropped_before = 0
         else:
             dropped_before = hops.dropped
-        for block in hops.hops(pos):
-            mapping.step_hop(self.extractor.process_hop(block), controls)
+        step = mapping.step_hop
+        for block in hops.blocks(pos, BLOCK_HOPS):
+            for features in self.extractor.process_hops(block):
+                step(features, controls)
         self.hops = hops.next_start // self.hop
         self.dropped_hops += (hops.dropped - dropped_before) // self.hop
 

@@ -82,3 +82,17 @@ def test_hop_reader_respects_upto_and_skips_what_was_overwritten():
     starts = [float(h[0]) for h in reader.hops()]
     assert starts == [48.0, 56.0, 64.0, 72.0]
     assert reader.dropped == 32
+
+
+def test_hop_reader_blocks_are_whole_consecutive_hops_and_skip_what_was_overwritten():
+    ring = RingBuffer(64)
+    reader = HopReader(ring, hop=8)
+    ring.write(ramp(0, 43))
+    blocks = [b.copy() for b in reader.blocks(max_hops=3)]
+    assert [len(b) for b in blocks] == [24, 16]          # 5 whole hops: 3 + 2, the rest waits
+    np.testing.assert_array_equal(np.concatenate(blocks), ramp(0, 40))
+    ring.write(ramp(43, 117))  # 160 written; only 96..159 remain
+    blocks = [b.copy() for b in reader.blocks(upto=150, max_hops=32)]
+    assert [float(b[0]) for b in blocks] == [96.0] and len(blocks[0]) == 48   # up to 144
+    assert reader.dropped == 56
+    np.testing.assert_array_equal(blocks[0], ramp(96, 48))

@@ -122,15 +122,25 @@ class HopReader:
         If the reader fell so far behind that the next hop was overwritten, it skips ahead to the
         oldest whole hop still in the ring and adds the gap to ``dropped``.
         """
+        return self.blocks(upto, 1)
+
+    def blocks(self, upto: int | None = None, max_hops: int = 32):
+        """As :meth:`hops`, but several consecutive hops at a time: each block holds up to
+        ``max_hops`` whole hops (``k * hop`` samples), in one array reused between blocks."""
+        if self._out.shape[0] < max_hops * self.hop:
+            self._out = np.zeros(max_hops * self.hop, dtype=np.float32)
+        hop = self.hop
         limit = self.ring.total_written if upto is None else min(int(upto), self.ring.total_written)
-        while self.next_start + self.hop <= limit:
-            if not self.ring.read(self.next_start, self._out):
+        while self.next_start + hop <= limit:
+            k = min(max_hops, (limit - self.next_start) // hop)
+            out = self._out[:k * hop]
+            if not self.ring.read(self.next_start, out):
                 oldest = self.ring.oldest()
                 if oldest <= self.next_start:  # not yet written: cannot happen below limit
                     return
-                skip = -(-(oldest - self.next_start) // self.hop) * self.hop
+                skip = -(-(oldest - self.next_start) // hop) * hop
                 self.dropped += skip
                 self.next_start += skip
                 continue
-            self.next_start += self.hop
-            yield self._out
+            self.next_start += k * hop
+            yield out
