@@ -31,10 +31,11 @@ How it works (all lengths in hops; ``rate = sr / hop`` hops per second):
 Steering (call from the thread that calls :meth:`update`): :meth:`tap` (tap tempo),
 :meth:`set_tempo`, :meth:`set_phase`, :meth:`reset_phase`, :meth:`lock`, :meth:`release`.
 
-The per-hop path allocates no arrays and makes few numpy calls (each costs about a microsecond at
-these sizes): every buffer and the comb matrix are built in the constructor, the autocorrelation is
-kept with a separate scale factor so that its decay costs no array operation, and small results are
-read back as Python floats.
+The per-hop path allocates no arrays: every buffer and the comb matrix are built in the
+constructor, the autocorrelation is kept with a separate scale factor so that its decay costs no
+array operation, and the two per-hop loops over arrays (the envelope push with the
+autocorrelation update, and the phase fold) are compiled with numba (:func:`_push`,
+:func:`_fold`); the tempo comb, every ``TEMPO_EVERY`` hops, is one matrix-vector product.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba import njit
 
 # --- tuning, times in seconds --------------------------------------------------------------------
 MIN_BPM, MAX_BPM = 60.0, 200.0   # tempo search range
@@ -119,7 +121,6 @@ class BeatTracker:
         self._L = L = min(n - 1, int(math.ceil(MAX_LAG_SECONDS * r)) + 2)
         self._acf = np.zeros(L, dtype=np.float32)
         self._acf_scale = 1.0
-        self._prod = np.zeros(L, dtype=np.float32)
         self._acf_decay = float(np.float32(math.exp(-1.0 / (ACF_SECONDS * r))))
 
         # Tempo grid and comb matrix [n_tempi, L]: harmonics 1..4 of each period with linear
@@ -153,13 +154,11 @@ class BeatTracker:
 
         # Phase fold: offsets 0 .. max_period-1 looking back PHASE_BEATS periods.
         self._max_period = int(math.ceil(60.0 * r / MIN_BPM)) + 1
-        self._fold_idx = np.zeros((PHASE_BEATS, self._max_period), dtype=np.intp)
-        self._fold_vals = np.zeros((PHASE_BEATS, self._max_period), dtype=np.float32)
-        self._fold = np.zeros(self._max_period, dtype=np.float32)
+        self._fold_idx = np.zeros((PHASE_BEATS, self._max_period), dtype=np.int64)
         self._fold_w = np.array([PHASE_DECAY ** k for k in range(PHASE_BEATS)], dtype=np.float32)
         self._fold_period = 0.0
         self._fold_len = 0
-        self._fold_view = self._fold[:0]
+        self._fold_idx_view = self._fold_idx[:, :0].copy()
         self._peak_max = 0.0
         self._peak_decay = math.exp(-1.0 / (PEAK_SECONDS * r))
 
@@ -207,16 +206,11 @@ class BeatTracker:
         pos = self._pos - 1
         if pos < 0:
             pos = n - 1
-        env = self._env
-        env[pos] = x
-        env[pos + n] = x
         self._pos = pos
 
         # acf[lag] = decay * acf[lag] + x[t] * x[t - lag], with x[t - lag] = env[pos + lag].
         scale = self._acf_scale * self._acf_decay
-        if x > 0.0:
-            np.multiply(env[pos:pos + self._L], x / scale, out=self._prod)
-            np.add(self._acf, self._prod, out=self._acf)
+        _push(self._env, pos, x, self._acf, x / scale)
         if scale < 1e-6:  # fold the scale back in long before the stored values could overflow
             np.multiply(self._acf, scale, out=self._acf)
             scale = 1.0
@@ -330,24 +324,24 @@ class BeatTracker:
         period = self._period
         if abs(period - self._fold_period) > 0.15:  # offsets are whole hops anyway
             self._build_fold(period)
-        # The newest n envelope values, newest first: index j is x[t - j].
-        recent = self._env[self._pos:self._pos + self._n]
-        recent.take(self._fold_idx_view, out=self._fold_vals_view, mode="clip")  # in range
-        np.dot(self._fold_w, self._fold_vals_view, out=self._fold_view)
-        fold = self._fold_view.tolist()
-        peak = max(fold)
-        k = fold.index(peak)               # the first maximum, as argmax
+        peak, k, total = _fold(self._env, self._pos, self._fold_idx_view, self._fold_w)
         pmax = self._peak_max * self._peak_decay
         if peak > pmax:
             pmax = peak
         self._peak_max = pmax
-        if (peak <= 0.0 or peak * self._fold_len < PHASE_SALIENCE * sum(fold)
+        if (peak <= 0.0 or peak * self._fold_len < PHASE_SALIENCE * total
                 or peak < PHASE_RELATIVE * pmax):
             return
         measured = k / period            # the last beat was k hops ago
         err = measured - self._phase
         err -= math.floor(err + 0.5)     # wrap into -0.5 .. 0.5
         self._phase += PHASE_GAIN * err
+
+    def compile_kernels(self) -> None:
+        """Compile (or load from numba's disk cache) the phase fold for this tracker's array
+        types now; it first runs only once a tempo is found, which would be mid-show. Pure: the
+        tracker's state is not touched."""
+        _fold(self._env, self._pos, self._fold_idx_view, self._fold_w)
 
     def _build_fold(self, period: float) -> None:
         n = self._n
@@ -358,11 +352,8 @@ class BeatTracker:
             self._fold_idx[k] = np.clip(back, 0, n - 1)
         self._fold_period = period
         self._fold_len = m
-        self._fold_view = self._fold[:m]
-        # Only the first m offsets are used: gather just those (contiguous copies, made once
-        # per tempo change, not per hop).
+        # Only the first m offsets are used (a contiguous copy, made once per tempo change).
         self._fold_idx_view = np.ascontiguousarray(self._fold_idx[:, :m])
-        self._fold_vals_view = np.zeros((PHASE_BEATS, m), dtype=np.float32)
 
     # --- steering ------------------------------------------------------------------------------
 
@@ -440,3 +431,37 @@ class BeatTracker:
         self._taps.clear()
         self.locked = False
         self._bar_manual = False
+
+
+# --- compiled inner loops (numba, cached on disk): a few hundred multiply-adds per hop, which as
+# numpy calls cost more in call overhead than in arithmetic --------------------------------------
+
+@njit(cache=True, nogil=True)
+def _push(env, pos, x, acf, gain):
+    """Write envelope value ``x`` at ``pos`` of the doubled ring ``env`` and add
+    ``gain * env[pos + lag]`` to ``acf[lag]`` for every lag (nothing when ``x`` is 0)."""
+    n = env.shape[0] // 2
+    env[pos] = x
+    env[pos + n] = x
+    if x > 0.0:
+        g = np.float32(gain)
+        for lag in range(acf.shape[0]):
+            acf[lag] += g * env[pos + lag]
+
+
+@njit(cache=True, nogil=True)
+def _fold(env, pos, idx, weights):
+    """Fold the newest envelope values: for each offset ``o``, ``sum_q weights[q] *
+    env[pos + idx[q, o]]``. Returns the largest fold value, its first offset and the fold's sum."""
+    peak = -np.inf
+    best = 0
+    total = 0.0
+    for o in range(idx.shape[1]):
+        v = np.float32(0.0)
+        for q in range(idx.shape[0]):
+            v += weights[q] * env[pos + idx[q, o]]
+        total += v
+        if v > peak:
+            peak = v
+            best = o
+    return float(peak), best, total
