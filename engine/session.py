@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.audio.features import BLOCK_HOPS, FeatureExtractor
+from engine.audio.features import BLOCK_HOPS, FeatureExtractor, warm_up
 from engine.audio.ring import HopReader
 from engine.errors import GeneratorError, LJError, MappingError
 from engine.frame import FrameParams
@@ -81,6 +81,7 @@ class Analysis:
 
     def __init__(self, sr: int, hop: int = HOP, n_fft: int = N_FFT):
         self.sr, self.hop = sr, hop
+        warm_up()   # compile the kernels here, not on the show's first hop
         self.extractor = FeatureExtractor(sr, hop=hop, n_fft=n_fft)
         self.hops = 0
         self.dropped_hops = 0

@@ -388,3 +388,58 @@ def test_low_sample_rates_where_nyquist_cuts_the_top_bands(sr):
     for a, b in zip(rows_one, rows_many):
         for name in ("band0", "band7", "level", "bass"):
             assert a[name] == pytest.approx(b[name], abs=1e-4), name
+
+
+def check_warm_up_compiles_every_kernel_the_live_loop_uses():
+    """After ``Analysis()`` (which calls ``warm_up``), a real show's hops and blocks — at another
+    sample rate, through a real ring — compile nothing new: every numba kernel the live calls
+    reach already has exactly their signatures, so no hop of a show waits for the compiler.
+    (Kernels called only from other kernels are compiled into their callers and list none.)
+    Run in a fresh process by the test below: in the suite's own process earlier tests have
+    compiled the kernels already."""
+    from numba.core.registry import CPUDispatcher
+
+    from engine.audio import beat, levels, spectrum
+    from engine.session import Analysis
+
+    kernels = {f"{m.__name__}.{name}": obj for m in (beat, levels, spectrum)
+               for name, obj in vars(m).items() if isinstance(obj, CPUDispatcher)}
+    assert len(kernels) >= 4, kernels
+    an = Analysis(48000)
+    before = {name: list(k.signatures) for name, k in kernels.items()}
+
+    class NoMapping:
+        @staticmethod
+        def step_hop(features, controls):
+            pass
+
+    ring = RingBuffer(48000 * 2)
+    # 12 s of kicks at 120 BPM over noise: long enough for the tracker to find the tempo and
+    # start folding the phase (its last kernel to run)
+    x = (np.random.default_rng(5).standard_normal(48000 * 12) * 0.02).astype(np.float32)
+    t = np.arange(2400) / 48000
+    for start in range(0, len(x) - 2400, 24000):
+        x[start:start + 2400] += (np.sin(2 * np.pi * 60 * t) * np.exp(-t * 40)).astype(np.float32)
+    for i in range(0, len(x), 800):                 # one 60 fps frame of audio at a time
+        ring.write(x[i:i + 800])
+        an.advance(ring, i + 800, NoMapping, {})
+    assert an.hops == len(x) // 512
+    assert abs(an.features["bpm"] - 120) < 3            # the fold has run
+    after = {name: list(k.signatures) for name, k in kernels.items()}
+    assert after == before                               # nothing compiled during the "show"
+    used = {name for name, sigs in after.items() if sigs}
+    assert {"engine.audio.beat._fold", "engine.audio.beat._push",
+            "engine.audio.levels.step_levels"} <= used, used
+
+
+def test_warm_up_compiles_every_kernel_the_live_loop_uses():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    code = ("import sys; sys.path.insert(0, 'tests'); import test_audio_features as t; "
+            "t.check_warm_up_compiles_every_kernel_the_live_loop_uses(); print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                         timeout=240)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]

@@ -114,6 +114,31 @@ def chroma_matrix(sr: int, n_fft: int) -> np.ndarray:
     return np.ascontiguousarray(chroma(sr=sr, n_fft=n_fft, tuning=0.0), dtype=np.float32)
 
 
+_warmed = False
+
+
+def warm_up() -> None:
+    """Compile the extractor's numba kernels now, so no hop of a show waits for the compiler.
+
+    numba compiles a kernel on its first call (a few seconds the first time a machine runs this
+    version; later processes load the on-disk cache in milliseconds). A throwaway extractor
+    analyses a few hops of noise through both :meth:`FeatureExtractor.process_hop` and
+    :meth:`FeatureExtractor.process_hops`, which compiles (or loads) every kernel for the argument
+    types the real calls use. Cheap after the first call in a process; call it before a live
+    loop starts (``engine.session.Analysis`` does).
+    """
+    global _warmed
+    if _warmed:
+        return
+    fe = FeatureExtractor(44100, 512, 2048)
+    noise = np.random.default_rng(0).standard_normal(512 * 4).astype(np.float32) * 0.1
+    fe.process_hop(noise[:512])
+    for _ in fe.process_hops(noise):
+        pass
+    fe.beat.compile_kernels()    # the phase fold runs only once a tempo is found
+    _warmed = True
+
+
 class FeatureExtractor:
     """Streaming audio features, one update per hop.
 
