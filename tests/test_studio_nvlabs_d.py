@@ -106,3 +106,129 @@ def test_a_mismatched_d_record_names_the_file(tmp_path):
                        discriminator_record(net, dict(D_FIXTURES["resnet16"], architecture="fancy")))
     with pytest.raises(ModelError, match="odd-d.pkl: the discriminator's architecture arguments"):
         discriminator_from_record(read_pickle(odd)["D"], odd)
+
+
+# ------------------------------------------------------------------------------- training
+
+@pytest.fixture(scope="module")
+def images16(tmp_path_factory):
+    """8 procedurally drawn 16x16 pictures (a bright square on a dark ground)."""
+    folder = tmp_path_factory.mktemp("squares")
+    rng = np.random.default_rng(1)
+    for i in range(8):
+        img = np.zeros((16, 16, 3), np.uint8)
+        img[:] = rng.integers(0, 80, 3)
+        x, y = rng.integers(2, 9, 2)
+        img[y:y + 6, x:x + 6] = rng.integers(150, 255, 3)
+        Image.fromarray(img).save(folder / f"{i}.png")
+    return folder
+
+
+FAST = ["--steps", "2", "--batch", "4", "--sample-every", "0", "--checkpoint-every", "0",
+        "--pl-weight", "0"]
+
+
+def _pickle_d():
+    return read_pickle(PKL)["D"].state_dict()
+
+
+def test_finetune_a_pickle_trains_its_own_discriminator(images16, tmp_path, capsys):
+    from engine.studio.train import Trainer, load_run_networks
+
+    t = Trainer.new(TrainConfig(mode="finetune", base_model=str(PKL), images=str(images16), steps=2,
+                                batch=4, sample_every=0, checkpoint_every=0), tmp_path / "t",
+                    log=lambda m: None)
+    want = _pickle_d()
+    assert isinstance(t.D, NVlabsDiscriminator) and t.cfg.d_kind == "nvlabs"
+    assert all(torch.equal(v, want[k]) for k, v in t.D.state_dict().items())   # starts as the pickle's
+    run = tmp_path / "run"
+    assert main(["finetune", str(PKL), str(images16), "-o", str(run), *FAST]) == 0
+    assert "fine-tuning its discriminator too" in capsys.readouterr().out
+    meta = json.loads((run / "checkpoint.json").read_text())
+    assert meta["config"]["d_kind"] == "nvlabs"
+    assert meta["config"]["d_kwargs"]["architecture"] == "resnet"
+    _, D = load_run_networks(run)
+    assert isinstance(D, NVlabsDiscriminator)
+    moved = [k for k, v in D.state_dict().items() if not torch.equal(v, want[k])]
+    assert any(k.endswith("weight") for k in moved)                             # ... then moves
+    assert not any(k.endswith("resample_filter") for k in moved)
+
+
+def test_a_nvlabs_d_run_resumes_bit_exactly(images16, tmp_path):
+    from safetensors.torch import load_file
+
+    from engine.studio.train import train
+
+    cfg = dict(mode="finetune", base_model=str(PKL), images=str(images16), batch=4, sample_every=0,
+               checkpoint_every=0, r1_every=2, pl_every=2)
+    quiet = dict(progress=False, log=lambda m: None)
+    train(TrainConfig(steps=3, **cfg), tmp_path / "a", **quiet)
+    train(TrainConfig(steps=1, **cfg), tmp_path / "b", **quiet)
+    train(TrainConfig(steps=3, **cfg), tmp_path / "b", resume=True, **quiet)
+    a = load_file(str(tmp_path / "a" / "checkpoint.safetensors"))
+    b = load_file(str(tmp_path / "b" / "checkpoint.safetensors"))
+    assert set(a) == set(b) and "D.b16.skip.weight" in a and any(k.startswith("optD.") for k in a)
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+
+
+def test_uncanny_from_a_pickle_freezes_its_discriminator(tmp_path):
+    from engine.generators import load_generator
+
+    run = tmp_path / "u"
+    assert main(["uncanny", str(PKL), "-o", str(run), *FAST, "--snapshot-every", "1"]) == 0
+    meta = json.loads((run / "checkpoint.json").read_text())
+    assert meta["config"]["d_kind"] == "nvlabs" and meta["step"] == 2
+    from safetensors.torch import load_file
+
+    saved = load_file(str(run / "checkpoint.safetensors"))
+    want = _pickle_d()
+    assert all(torch.equal(saved[f"D.{k}"], v) for k, v in want.items())         # D frozen
+    before, after = load_generator(str(PKL)), load_generator(str(run / "model.safetensors"))
+    assert any(not torch.equal(v, before.net.state_dict()[k])
+               for k, v in after.net.state_dict().items() if v.is_floating_point())
+    assert (run / "snapshots" / "step-000001.safetensors").exists()
+
+
+def test_models_without_a_discriminator_are_refused_in_one_line(tmp_path, capsys):
+    g_only = write_pickle(tmp_path / "g-only.pkl", orig16_generator_record())
+    assert main(["uncanny", str(g_only), "-o", str(tmp_path / "u1")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"lj: error: {g_only}: the pickle holds no discriminator (D)") and "\n" not in err
+    export = MODELS / "sg2_skip.safetensors"
+    assert main(["uncanny", str(export), "-o", str(tmp_path / "u2")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "a model file with no discriminator" in err and "\n" not in err
+    bad = write_pickle(tmp_path / "bad-d.pkl", orig16_generator_record(), tiny_discriminator())
+    assert main(["uncanny", str(bad), "-o", str(tmp_path / "u3")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{bad}: the discriminator's weights do not match" in err and "\n" not in err
+    assert main(["finetune", str(bad), str(tmp_path), "-o", str(tmp_path / "f")]) == 2
+    assert "the discriminator's weights do not match" in capsys.readouterr().err
+
+
+def test_g_only_pickle_finetunes_with_a_fresh_discriminator(images16, tmp_path):
+    from engine.studio.discriminator import Discriminator
+    from engine.studio.train import Trainer
+
+    g_only = write_pickle(tmp_path / "g-only.pkl", orig16_generator_record())
+    t = Trainer.new(TrainConfig(mode="finetune", base_model=str(g_only), images=str(images16),
+                                steps=1, channels=16), tmp_path / "t")
+    assert isinstance(t.D, Discriminator) and t.cfg.d_kind == "ours"
+
+
+def test_conditional_and_rectangular_pairs_are_refused(tmp_path):
+    from engine.generators.stylegan2 import Generator
+    from engine.studio.train import load_base_discriminator
+
+    g = Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3,
+                  synthesis_kwargs={"channel_base": 64, "channel_max": 8, "init_res": [4, 8]})
+    with pytest.raises(StudioError, match="square and this generator is rectangular"):
+        load_base_discriminator(str(PKL), g)
+    square = Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=32, img_channels=3,
+                       synthesis_kwargs={"channel_base": 64, "channel_max": 8})
+    with pytest.raises(StudioError, match="takes 3x16px images, its generator makes 3x32px"):
+        load_base_discriminator(str(PKL), square)
+    cond = write_pickle(tmp_path / "cond-d.pkl", orig16_generator_record(),
+                        discriminator_record(d_network("cond_resnet16"), D_FIXTURES["cond_resnet16"]))
+    with pytest.raises(StudioError, match="cond-d.pkl: a conditional discriminator"):
+        load_base_discriminator(str(cond), square)
