@@ -17,8 +17,8 @@ unpickler imports that source and executes it. This reader does not:
   :func:`build_generator` picks ``G_ema`` (else ``G``), walks its record for the init keyword
   arguments and the parameter/buffer state, checks the size against the memory available, builds
   our own network (:mod:`engine.generators.stylegan2`, or the StyleGAN3 module) and loads the
-  state with ``strict=True``. The discriminator's record stays available (``records["D"]``) for
-  fine-tuning, unbuilt.
+  state with ``strict=True``. The discriminator's record stays available (``records["D"]``),
+  unbuilt; the studio builds it (:mod:`engine.studio.nvlabs_discriminator`).
 """
 
 from __future__ import annotations
