@@ -27,7 +27,7 @@ from engine.cli import main
 from engine.generators.nvlabs_pickle import ModelError, read_pickle
 from engine.studio.config import StudioError, TrainConfig
 from engine.studio.nvlabs_discriminator import NVlabsDiscriminator, discriminator_from_record
-from model_fixtures import (D_FIXTURES, d_network, discriminator_record, orig16_generator_record,
+from model_fixtures import (CANARY_SRC, D_FIXTURES, d_network, discriminator_record, orig16_generator_record,
                             tiny_discriminator, write_pickle)
 
 MODELS = Path(__file__).parent / "data" / "models"
@@ -232,3 +232,40 @@ def test_conditional_and_rectangular_pairs_are_refused(tmp_path):
                         discriminator_record(d_network("cond_resnet16"), D_FIXTURES["cond_resnet16"]))
     with pytest.raises(StudioError, match="cond-d.pkl: a conditional discriminator"):
         load_base_discriminator(str(cond), square)
+
+
+def test_stylegan3_pickles_get_their_code_defaults(tmp_path, monkeypatch):
+    """stylegan3's networks_stylegan2 defaults conv_clamp to 256 and num_fp16_res to 4 (an
+    argument its train.py leaves out); stylegan2-ada-pytorch's to None and 0. The record's source
+    text tells them apart; it is never run (the canary stays unwritten)."""
+    from engine.studio.nvlabs_discriminator import record_kwargs
+
+    canary = tmp_path / "canary"
+    monkeypatch.setenv("LJ_PICKLE_CANARY", str(canary))
+    kwargs = {k: v for k, v in D_FIXTURES["resnet16"].items() if k not in ("conv_clamp", "num_fp16_res")}
+    net = d_network("resnet16")
+    sg3_src = CANARY_SRC + "    def forward(self, img, c, update_emas=False, **block_kwargs):\n        pass\n"
+    for src, clamp in ((CANARY_SRC, None), (sg3_src, 256)):
+        path = write_pickle(tmp_path / "d.pkl", orig16_generator_record(),
+                            discriminator_record(net, kwargs, module_src=src))
+        rec = read_pickle(path)["D"]
+        assert record_kwargs(rec).get("conv_clamp") == clamp
+        assert discriminator_from_record(rec, path).init_kwargs["conv_clamp"] == clamp
+    assert not canary.exists()
+
+
+def test_a_conditional_pickle_is_refused_in_one_line(tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    from engine.generators.stylegan2 import Generator
+    from model_fixtures import generator_record
+
+    meta = json.loads((MODELS / "sg2_cond_resnet.json").read_text())
+    g = Generator(**meta["init_kwargs"])
+    g.load_state_dict(load_file(str(MODELS / "sg2_cond_resnet.safetensors")), strict=True)
+    path = write_pickle(tmp_path / "cond.pkl", generator_record(g, meta["init_kwargs"]),
+                        discriminator_record(d_network("cond_resnet16"), D_FIXTURES["cond_resnet16"]))
+    for argv in (["uncanny", str(path)], ["finetune", str(path), str(tmp_path)]):
+        assert main([*argv, "-o", str(tmp_path / "r")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "conditional model" in err and "\n" not in err
