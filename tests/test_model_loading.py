@@ -65,7 +65,8 @@ def test_discriminator_record_is_kept_unbuilt():
     d = loaded.discriminator
     assert isinstance(d, PersistentRecord) and d.class_name == "Discriminator"
     assert d.init_kwargs["img_resolution"] == 16
-    assert list(d.state_dict()) == ["weight"] and d.state_dict()["weight"].shape == (4, 3, 1, 1)
+    assert d.init_kwargs["architecture"] == "resnet"
+    assert d.state_dict()["b16.fromrgb.weight"].shape == (16, 3, 1, 1) and "b4.out.bias" in d.state_dict()
     assert loaded.records["training_set_kwargs"] == {"resolution": 16}
 
 

@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 from engine.errors import GeneratorError
-from engine.generators.nvlabs_pickle import ModelError, _gb, _load_state, _meta_size, available_memory, network_class
+from engine.generators.nvlabs_pickle import ModelError, _gb, _meta_size, load_state, available_memory, network_class
 
 FORMAT_VERSION = 1
 
@@ -106,7 +106,7 @@ def load_safetensors(path: str | Path, memory_limit: int | None = None):
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise ModelError(path, f"not a readable safetensors file ({str(exc).splitlines()[0]})") from None
     net = cls(**kwargs)
-    missing, unexpected = _load_state(net, state)
+    missing, unexpected = load_state(net, state)
     if missing or unexpected:
         raise ModelError(path, "the weights do not match the architecture in "
                                f"{sidecar(path).name}: " + ", ".join((missing + unexpected)[:4]))

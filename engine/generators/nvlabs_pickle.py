@@ -17,8 +17,8 @@ unpickler imports that source and executes it. This reader does not:
   :func:`build_generator` picks ``G_ema`` (else ``G``), walks its record for the init keyword
   arguments and the parameter/buffer state, checks the size against the memory available, builds
   our own network (:mod:`engine.generators.stylegan2`, or the StyleGAN3 module) and loads the
-  state with ``strict=True``. The discriminator's record stays available (``records["D"]``) for
-  fine-tuning, unbuilt.
+  state with ``strict=True``. The discriminator's record stays available (``records["D"]``),
+  unbuilt; the studio builds it (:mod:`engine.studio.nvlabs_discriminator`).
 """
 
 from __future__ import annotations
@@ -547,21 +547,27 @@ def build_from_record(rec: PersistentRecord, path, memory_limit: int | None = No
                                f"{_gb(limit)} available")
     try:
         net = cls(*args, **kwargs)
-        missing, unexpected = _load_state(net, state)
+        missing, unexpected = load_state(net, state)
     except (TypeError, ValueError, KeyError, AssertionError, ZeroDivisionError) as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ModelError(path, f"the generator's architecture arguments are not understood ({detail})") from None
     if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}")
-        if unexpected:
-            parts.append(f"unexpected {', '.join(unexpected[:4])}{' ...' if len(unexpected) > 4 else ''}")
-        raise ModelError(path, "the weights do not match the architecture: " + "; ".join(parts))
+        raise ModelError(path, "the weights do not match the architecture: "
+                         + mismatch(missing, unexpected))
     return net.eval().requires_grad_(False)
 
 
-def _load_state(net: torch.nn.Module, state: dict):
+def mismatch(missing: list, unexpected: list) -> str:
+    """``"missing a, b ...; unexpected c"``: what :func:`load_state` found, shortened."""
+    parts = []
+    if missing:
+        parts.append(f"missing {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}")
+    if unexpected:
+        parts.append(f"unexpected {', '.join(unexpected[:4])}{' ...' if len(unexpected) > 4 else ''}")
+    return "; ".join(parts)
+
+
+def load_state(net: torch.nn.Module, state: dict):
     """``load_state_dict(strict=True)``, reporting key and shape mismatches instead of raising."""
     own = net.state_dict()
     missing = [k for k in own if k not in state]

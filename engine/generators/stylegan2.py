@@ -133,6 +133,14 @@ def upsample2d(x: torch.Tensor, f: torch.Tensor, up: int = 2) -> torch.Tensor:
     return fir_filter(x, f, up=up, pad=pad, gain=up * up)
 
 
+def downsample2d(x: torch.Tensor, f: torch.Tensor, down: int = 2) -> torch.Tensor:
+    """Low-pass ``x`` with the FIR filter ``f`` and keep every ``down``-th sample (output
+    ``down`` times smaller; the padding of NVlabs' ``upfirdn2d.downsample2d``)."""
+    fw, fh = _filter_size(f)
+    pad = ((fw - down + 1) // 2, (fw - down) // 2, (fh - down + 1) // 2, (fh - down) // 2)
+    return fir_filter(x, f, down=down, pad=pad)
+
+
 def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None = None, up: int = 1,
                     down: int = 1, padding: int = 0, groups: int = 1,
                     flip_weight: bool = True) -> torch.Tensor:

@@ -42,7 +42,8 @@ def _add_train_options(p: argparse.ArgumentParser, new: bool) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--device", help="cuda or cpu (default: cuda when present)")
     p.add_argument("--channels", type=int, default=d.channels,
-                   help=f"{'network' if new else 'discriminator'} width: most channels per layer (default {d.channels})")
+                   help=f"{'network' if new else 'discriminator'} width: most channels per layer (default "
+                        f"{d.channels}{'' if new else '; a pickle with its own D keeps that D'})")
     if new:
         size = p.add_mutually_exclusive_group()
         size.add_argument("--resolution", type=int, default=d.resolution,
@@ -91,7 +92,9 @@ def add_parsers(sub) -> None:
     _add_train_options(p, new=False)
 
     p = sub.add_parser("uncanny", help="fine-tune G towards what a frozen D judges fake")
-    p.add_argument("run", nargs="?", help="a training run folder (from lj train or lj finetune)")
+    p.add_argument("run", nargs="?", metavar="MODEL",
+                   help="a training run folder (from lj train or lj finetune) or an NVlabs "
+                        "StyleGAN2(-ADA) pickle that holds its discriminator (D)")
     _add_train_options(p, new=False)
 
 
@@ -102,7 +105,7 @@ def _config(args, mode: str):
         need = {"train": ("images",), "finetune": ("model", "images"), "uncanny": ("run",)}[mode]
         for name in need:
             if not getattr(args, name, None):
-                raise StudioError(f"lj {mode} needs {name.upper()} (or --resume)")
+                raise StudioError(f"lj {mode} needs {'MODEL' if name == 'run' else name.upper()} (or --resume)")
     if (args.steps is not None and args.steps < 1) or args.batch < 1:
         raise StudioError("--steps and --batch must be at least 1")
     cfg = TrainConfig(mode=mode, steps=args.steps or TrainConfig().steps, batch=args.batch, lr=args.lr,

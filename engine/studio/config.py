@@ -49,6 +49,7 @@ class TrainConfig:
     base_model: str | None = None       # finetune / uncanny: where G came from
     init_kwargs: dict = field(default_factory=dict)   # G's architecture (our export's form)
     d_kwargs: dict = field(default_factory=dict)
+    d_kind: str = "ours"                # ours (engine.studio.discriminator) | nvlabs (a pickle's D)
 
 
 def parse_size(text: str) -> tuple[int, list]:

@@ -24,6 +24,25 @@ def _lrelu(x: torch.Tensor) -> torch.Tensor:
     return F.leaky_relu(x, 0.2) * SQRT2
 
 
+def minibatch_stddev(x: torch.Tensor, group_size: int | None, num_channels: int = 1) -> torch.Tensor:
+    """``x`` ``[N, C, H, W]`` with ``num_channels`` more channels: the standard deviation of the
+    features across groups of ``group_size`` images (``None``: the whole batch), averaged over
+    channels (in ``num_channels`` slices) and pixels, as in StyleGAN2's minibatch-stddev layer.
+
+    A batch that does not split into whole groups uses the largest group size below that does
+    (NVlabs' layer would fail on it).
+    """
+    n, c, h, w = x.shape
+    g = n if group_size is None else min(int(group_size), n)
+    while n % g:
+        g -= 1
+    f = num_channels
+    y = x.reshape(g, -1, f, c // f, h, w)
+    y = (y - y.mean(0)).square().mean(0).add(1e-8).sqrt().mean(dim=(2, 3, 4))
+    y = y.reshape(-1, f, 1, 1).repeat(g, 1, h, w)
+    return torch.cat([x, y], 1)
+
+
 class EqConv(nn.Module):
     def __init__(self, cin: int, cout: int, k: int, bias: bool = True):
         super().__init__()
@@ -88,14 +107,7 @@ class Discriminator(nn.Module):
         self.out = EqLinear(c4, 1)
 
     def minibatch_std(self, x):
-        b, c, h, w = x.shape
-        g = min(self.mbstd_group, b)
-        while b % g:
-            g -= 1
-        y = x.reshape(g, -1, c, h, w)
-        y = (y - y.mean(0)).square().mean(0).add(1e-8).sqrt().mean(dim=(1, 2, 3))
-        y = y.reshape(-1, 1, 1, 1).repeat(g, 1, h, w)
-        return torch.cat([x, y], 1)
+        return minibatch_stddev(x, self.mbstd_group)
 
     def forward(self, img):
         x = _lrelu(self.fromrgb(img))

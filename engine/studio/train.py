@@ -5,10 +5,13 @@ One loop, three objectives:
 * ``train``: a new :mod:`engine.generators.stylegan2` generator against our
   :class:`~engine.studio.discriminator.Discriminator`, from a folder of images.
 * ``finetune``: the same, starting from an existing generator (our ``.safetensors`` export or an
-  NVlabs StyleGAN2(-ADA) pickle, read by the restricted reader; the discriminator starts fresh),
-  optionally drawing a share ``--ratio`` of every batch from a second folder (``--mix``).
-* ``uncanny``: the discriminator of a training run is frozen and the generator is fine-tuned
-  towards what it judges *fake* (the non-saturating loss with the sign of the logit flipped).
+  NVlabs StyleGAN2(-ADA) pickle, read by the restricted reader). A pickle's own discriminator
+  goes on training (:class:`~engine.studio.nvlabs_discriminator.NVlabsDiscriminator`, its
+  tensors loaded strictly); without one, ours starts fresh. Optionally a share ``--ratio`` of
+  every batch comes from a second folder (``--mix``).
+* ``uncanny``: the discriminator of a training run, or of an NVlabs pickle, is frozen and the
+  generator is fine-tuned towards what it judges *fake* (the non-saturating loss with the sign
+  of the logit flipped).
 
 Losses: the non-saturating logistic loss (G: ``softplus(-D(G(z)))``; D:
 ``softplus(D(G(z))) + softplus(-D(x))``) with lazy R1 on the reals (every ``r1_every`` steps,
@@ -27,7 +30,8 @@ in StyleGAN2, with NVlabs' correction for lazy regularisation; an exponential mo
 Square or rectangular: ``resolution`` (R) and ``init_res`` ``(h0, w0)`` give images of
 ``h0 * R/4`` x ``w0 * R/4`` (the generator's ``init_res`` extension, the discriminator's
 epilogue size); the images are centre-cropped to that aspect. D is built and called only
-through :func:`_make_discriminator` and :func:`_d_logits`.
+through :func:`_make_discriminator` and :func:`_d_logits`; the checkpoint records which one a
+run holds (``d_kind``: ``ours`` or ``nvlabs``, square only) and its ``d_kwargs``.
 
 Files in the run folder (no pickle anywhere)::
 
@@ -56,6 +60,7 @@ import torch.nn.functional as F
 
 from engine.studio.augment import AdaptiveP, augment, parse_policy
 from engine.studio.discriminator import Discriminator
+from engine.studio.nvlabs_discriminator import NVlabsDiscriminator, discriminator_from_record
 from engine.studio.config import StudioError, TrainConfig, image_shape
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -141,22 +146,61 @@ def load_base_generator(spec: str) -> tuple[torch.nn.Module, dict]:
     return net.float().train().requires_grad_(True), kwargs
 
 
-def _make_discriminator(cfg: TrainConfig) -> torch.nn.Module:
-    """The discriminator of a run (``cfg.d_kwargs``, filled in for a new run): the one place that
-    builds D from a config."""
-    cfg.d_kwargs = cfg.d_kwargs or {"resolution": cfg.resolution, "channel_base": 32 * cfg.channels,
-                                    "channel_max": cfg.channels,
-                                    "init_res": [int(v) for v in cfg.init_res]}
+def load_base_discriminator(spec: str, G: torch.nn.Module) -> NVlabsDiscriminator | None:
+    """The discriminator that came with the base model ``spec``: an NVlabs pickle's ``D``, built
+    in our NVlabs form with its tensors loaded strictly (trainable, float32), or None when there
+    is none (our ``.safetensors`` export, a pickle without D). The pickle is read again, by the
+    same restricted reader, for its D record. Refuses a D that cannot judge ``G``'s images."""
+    from engine.generators import PICKLE_SUFFIXES, split_options
+    from engine.generators.nvlabs_pickle import PersistentRecord, read_pickle
+
+    path = Path(split_options(spec)[0]).expanduser()
+    if path.suffix.lower() not in PICKLE_SUFFIXES:
+        return None
+    rec = read_pickle(path).get("D")
+    if not isinstance(rec, PersistentRecord):
+        return None
+    D = discriminator_from_record(rec, path)
+    if D.c_dim:
+        raise StudioError(f"{path}: a conditional discriminator (c_dim {D.c_dim}) cannot be "
+                          "trained here yet: only unconditional StyleGAN2 models")
+    if tuple(G.init_res) != (4, 4):
+        raise StudioError(f"{path}: the pickle's discriminator is square and this generator is "
+                          f"rectangular (init_res {list(G.init_res)}): they cannot train together")
+    if (D.img_resolution, D.img_channels) != (G.img_resolution, G.img_channels):
+        raise StudioError(f"{path}: the pickle's discriminator takes {D.img_channels}x"
+                          f"{D.img_resolution}px images, its generator makes {G.img_channels}x"
+                          f"{G.img_resolution}px")
+    return D
+
+
+def _build_discriminator(kind: str, kwargs: dict) -> torch.nn.Module:
+    """A discriminator of ``kind`` (``ours`` or ``nvlabs``) from its JSON-stored ``kwargs``."""
+    classes = {"ours": Discriminator, "nvlabs": NVlabsDiscriminator}
+    if kind not in classes:
+        raise StudioError(f"unknown discriminator kind '{kind}' (known: ours, nvlabs)")
     try:
-        return Discriminator(**cfg.d_kwargs)
+        return classes[kind](**kwargs)
     except (TypeError, ValueError) as e:
         raise StudioError(f"cannot build the discriminator: {e}") from None
 
 
+def _make_discriminator(cfg: TrainConfig) -> torch.nn.Module:
+    """The discriminator of a run (``cfg.d_kind`` and ``cfg.d_kwargs``, filled in with ours for
+    a new run): the one place that builds D from a config."""
+    if not cfg.d_kwargs:
+        cfg.d_kind = "ours"
+        cfg.d_kwargs = {"resolution": cfg.resolution, "channel_base": 32 * cfg.channels,
+                        "channel_max": cfg.channels, "init_res": [int(v) for v in cfg.init_res]}
+    return _build_discriminator(cfg.d_kind, cfg.d_kwargs)
+
+
 def _d_logits(D: torch.nn.Module, img: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
     """``D``'s logits for ``img`` as ``[B]`` (high = real); the one place that calls D.
-    ``c``: class labels ``[B, c_dim]`` (unused: our generators are unconditional)."""
-    return D(img).reshape(img.shape[0])
+    ``c``: class labels ``[B, c_dim]`` (None: our generators are unconditional; NVlabs' D takes
+    them, ours does not)."""
+    out = D(img, c) if isinstance(D, NVlabsDiscriminator) else D(img)
+    return out.reshape(img.shape[0])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,15 +269,21 @@ class Trainer:
             if not cfg.base_model:
                 raise StudioError(f"{cfg.mode} needs a model to start from")
             if cfg.mode == "uncanny":
-                G, D = load_run_networks(cfg.base_model)
+                G, D = load_uncanny_networks(cfg.base_model)
                 cfg.init_kwargs = G.init_kwargs_
-                cfg.d_kwargs = dict(D.init_kwargs)
+                cfg.d_kind = "nvlabs" if isinstance(D, NVlabsDiscriminator) else "ours"
+                cfg.d_kwargs = json.loads(json.dumps(D.init_kwargs))
                 cfg.resolution, cfg.init_res = int(G.img_resolution), list(G.init_res)
                 cfg.z_dim = int(G.z_dim)
                 return cls._finish(cls(cfg, out, G, D, device, log))
             G, cfg.init_kwargs = load_base_generator(cfg.base_model)
             cfg.resolution, cfg.z_dim = int(G.img_resolution), int(G.z_dim)
             cfg.init_res = list(G.init_res)
+            D = load_base_discriminator(cfg.base_model, G)
+            if D is not None:   # the pickle's own D goes on training
+                cfg.d_kind, cfg.d_kwargs = "nvlabs", json.loads(json.dumps(D.init_kwargs))
+                log(f"lj: {cfg.base_model}: fine-tuning its discriminator too")
+                return cls._finish(cls(cfg, out, G.train().requires_grad_(True), D, device, log))
         D = _make_discriminator(cfg)
         return cls._finish(cls(cfg, out, G.train().requires_grad_(True), D, device, log))
 
@@ -489,7 +539,8 @@ def _read_checkpoint_json(out: Path) -> dict:
 
 
 def load_run_networks(run: str | Path):
-    """G_ema (trainable copy) and the frozen D of a training run folder (``lj uncanny``)."""
+    """G_ema (trainable copy) and the D of a training run folder (our D or an NVlabs-form one,
+    as its checkpoint says)."""
     from safetensors.torch import load_file
 
     run = Path(run)
@@ -500,10 +551,34 @@ def load_run_networks(run: str | Path):
     tensors = load_file(str(run / "checkpoint.safetensors"))
     G = build_generator(cfg["init_kwargs"])
     G.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("G_ema.")}, strict=True)
-    D = Discriminator(**cfg["d_kwargs"])
+    D = _build_discriminator(cfg.get("d_kind", "ours"), cfg["d_kwargs"])
     D.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("D.")}, strict=True)
     G.init_kwargs_ = cfg["init_kwargs"]
     return G, D
+
+
+def load_uncanny_networks(spec: str):
+    """``lj uncanny MODEL``: G (trainable) and D for ``spec``, a training run folder (or a file
+    in one: G_ema and its D) or an NVlabs StyleGAN2(-ADA) pickle with its discriminator (G_ema
+    and the pickle's D). Anything without a D is refused in one line."""
+    from engine.generators import PICKLE_SUFFIXES, split_options
+
+    path = Path(split_options(spec)[0]).expanduser()
+    if path.is_file() and path.suffix.lower() in PICKLE_SUFFIXES:
+        G, kwargs = load_base_generator(spec)
+        D = load_base_discriminator(spec, G)
+        if D is None:
+            raise StudioError(f"{path}: the pickle holds no discriminator (D), and lj uncanny "
+                              "needs one: fine-tune it first (lj finetune) and use that run")
+        G.init_kwargs_ = kwargs
+        return G, D
+    run = path.parent if path.is_file() else path
+    if not (run / "checkpoint.json").exists():
+        what = "a model file" if path.is_file() else "a folder"
+        raise StudioError(f"{path}: {what} with no discriminator (no checkpoint.json beside it): "
+                          "lj uncanny needs a run folder of lj train / lj finetune or an NVlabs "
+                          "pickle with its D")
+    return load_run_networks(run)
 
 
 def train(cfg: TrainConfig, out: str | Path, resume: bool = False, device=None, log=print,
