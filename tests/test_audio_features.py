@@ -428,7 +428,8 @@ def check_warm_up_compiles_every_kernel_the_live_loop_uses():
     after = {name: list(k.signatures) for name, k in kernels.items()}
     assert after == before                               # nothing compiled during the "show"
     used = {name for name, sigs in after.items() if sigs}
-    assert {"engine.audio.beat._fold", "engine.audio.beat._push",
+    assert {"engine.audio.beat._fold", "engine.audio.beat._push", "engine.audio.spectrum.frame_block",
+            "engine.audio.spectrum.spectrum_sums",
             "engine.audio.levels.step_levels"} <= used, used
 
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from engine.audio import levels
 from engine.audio.beat import BeatTracker
-from engine.audio.spectrum import spectrum_sums
+from engine.audio.spectrum import frame_block, spectrum_sums
 from engine.audio.structure import StructureTracker
 from engine.frame import Features
 
@@ -180,8 +180,6 @@ class FeatureExtractor:
         self._samples = np.zeros(self._keep + K * hop, dtype=np.float32)
         self._shift_tmp = np.zeros(self._keep, dtype=np.float32)
         self._cursor = 0
-        self._frames = np.lib.stride_tricks.as_strided(
-            self._samples, shape=(K, n_fft), strides=(hop * 4, 4), writeable=False)
         self._rms_len = max(hop, n_fft // 2)
         self._sq = np.zeros(K, dtype=np.float32)
         # Periodic Hann with the magnitude scale folded in (full-scale sine peak bin -> ~1.0); for
@@ -345,19 +343,9 @@ class FeatureExtractor:
         """The array work for the k hops from buffer index c on: their energy, FFTs and
         spectral sums (:func:`engine.audio.spectrum.spectrum_sums`) into rows 0 .. k-1 of the
         per-hop results."""
-        keep, hop = self._keep, self.hop
-        new = self._samples[keep + c * hop:keep + (c + k) * hop]
-        if not np.isfinite(np.dot(new, new)):
-            # NaN/inf in the input count as silence (they would poison every later hop).
-            np.nan_to_num(new, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
-        frames = self._frames[c:c + k]
-        tail = frames[:, self.n_fft - self._rms_len:]
-        if k == 1:  # (the 1-D call is cheaper than the batched one for a single hop)
-            self._sq[0] = np.dot(tail[0], tail[0])
-        else:
-            np.einsum("ij,ij->i", tail, tail, out=self._sq[:k])
         windowed = self._windowed[:k]
-        np.multiply(frames, self._window, out=windowed)
+        frame_block(self._samples, c, k, self.hop, self._keep, self._rms_len, self._window,
+                    self._sq, windowed)
         self._rfft(windowed, self._spec[:k])
         spectrum_sums(k, self._spec, 1.0 / LOG_GAMMA, self._edges, self._log_edges, self._freqs,
                       self._beat_weights, self._chroma_rows, self._p_radius, self._prev_log,

@@ -37,6 +37,33 @@ def _segment(x, lo, hi, nb):
     return acc
 
 
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def frame_block(samples, c, k, hop, keep, rms_len, window, sq, windowed):
+    """Prepare the ``k`` hops from buffer index ``c`` on for their FFTs, in one pass.
+
+    ``samples`` is the extractor's float32 buffer: ``keep = n_fft - hop`` samples of history,
+    then one hop after another, so hop ``c + j``'s frame is ``samples[(c + j) * hop:][:n_fft]``.
+    Non-finite new samples (NaN, inf) are set to 0 in place: they count as silence and would
+    poison every later hop. Then per hop ``j``: ``sq[j]``, the energy of the frame's last
+    ``rms_len`` samples (summed in float64), and ``windowed[j]``, the frame times ``window``.
+    """
+    n_fft = window.shape[0]
+    start = keep + c * hop
+    for i in range(start, start + k * hop):
+        if not np.isfinite(samples[i]):
+            samples[i] = 0.0
+    for j in range(k):
+        frame = samples[(c + j) * hop:(c + j) * hop + n_fft]
+        tail = frame[n_fft - rms_len:]
+        acc = 0.0
+        for i in range(rms_len):
+            acc += tail[i] * tail[i]
+        sq[j] = acc
+        out = windowed[j]
+        for i in range(n_fft):
+            out[i] = frame[i] * window[i]
+
+
 @njit(cache=True, nogil=True)
 def spectrum_sums(k, spec, log_gamma_inv, edges, log_edges, freqs, beat_weights, chroma_rows,
                   p_radius, prev_log, h_ring, h_pos, work,
