@@ -1,13 +1,15 @@
 """From one hop's spectrum to the sums the features are made of, compiled.
 
-:func:`spectrum_sums` takes the complex spectra of ``k`` consecutive hops and, hop by hop, computes
-the magnitude, power and log spectra, the spectral-flux rise against the hop before, and reduces
-them to the few numbers the extractor's bookkeeping (:mod:`engine.audio.levels`) and the beat
-tracker need: band sums, the centroid's weighted sums, chroma, the eight log bands, the harmonic
-and percussive energies of the causal median-free HPSS split, and the beat tracker's novelty. One
-pass per hop over ~1000 bins, with no temporary arrays: as numpy calls this was twenty-odd calls of
-a microsecond or more each, most of the cost of a hop; compiled with numba (cached on disk) it is
-a fraction of that and the same code serves one hop (live) and blocks of hops (offline).
+:func:`frame_block` prepares a block of hops for their FFTs in one pass (non-finite samples set
+to 0, each frame's energy, the window applied). :func:`spectrum_sums` takes the complex spectra of
+``k`` consecutive hops and, hop by hop, computes the magnitude, power and log spectra, the
+spectral-flux rise against the hop before, and reduces them to the few numbers the extractor's
+bookkeeping (:mod:`engine.audio.levels`) and the beat tracker need: band sums, the centroid's
+weighted sums, chroma, the eight log bands, the harmonic and percussive energies of the causal
+median-free HPSS split, and the beat tracker's novelty. One pass per hop over ~1000 bins, with no
+temporary arrays: as numpy calls this was twenty-odd calls of a microsecond or more each, most of
+the cost of a hop; compiled with numba (cached on disk) it is a fraction of that and the same code
+serves one hop (live) and blocks of hops (offline).
 
 Band edges follow ``numpy.add.reduceat`` over the spectrum with one spare zero bin appended at
 index ``nb``: segment ``i`` is bins ``edges[i] .. edges[i+1] - 1`` (the last one runs to the spare
