@@ -21,6 +21,7 @@ No NVlabs code or pickle is in this repository: the references were made outside
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -227,3 +228,63 @@ def test_update_emas_moves_the_running_averages():
         G(fx.z, fx.c, update_emas=True)
     assert not torch.equal(G.mapping.w_avg, w_avg)
     assert not torch.equal(layer.magnitude_ema, ema)
+
+
+def test_polyphase_upsampling_equals_the_depthwise_transposed_convolution():
+    """The per-phase form of zero-stuffing + filtering gives the strided transposed convolution's
+    result for every factor and filter length the networks use (and a few they do not)."""
+    import torch.nn.functional as F
+
+    from engine.generators import stylegan3 as s3
+
+    torch.manual_seed(0)
+    for up, taps, (c, h, w) in [(1, 6, (3, 5, 7)), (2, 6, (8, 16, 16)), (4, 6, (4, 9, 12)),
+                                (2, 1, (2, 4, 4)), (4, 3, (3, 6, 5))]:
+        x, f = torch.randn(2, c, h, w), torch.randn(taps * up)
+        got = s3._upsample_polyphase(s3._upsample_polyphase(x, f * up, up, 3), f * up, up, 2)
+        want = F.conv_transpose2d(x, s3._depthwise(f * up, c, "x", x.dtype), stride=(1, up), groups=c)
+        want = F.conv_transpose2d(want, s3._depthwise(f * up, c, "y", x.dtype), stride=(up, 1), groups=c)
+        assert got.shape == want.shape
+        assert (got - want).abs().max() <= 1e-5 * want.abs().max()
+
+
+@pytest.mark.parametrize("name", ["t", "r"])
+def test_matmul_resampling_equals_the_convolutions_layer_by_layer(name):
+    """filtered_lrelu_matmul (the CUDA path) against filtered_lrelu (the CPU path) for every
+    layer of the T and R fixtures, on random inputs; R's radial down filters stay on the
+    convolution path (no matrices)."""
+    from engine.generators import stylegan3 as s3
+
+    fx = Fixture(name)
+    net = fx.generator()
+    torch.manual_seed(1)
+    radial = 0
+    for lname in net.synthesis.layer_names:
+        layer = getattr(net.synthesis, lname)
+        x = torch.randn(2, layer.out_channels, layer.in_size + layer.conv_kernel - 1,
+                        layer.in_size + layer.conv_kernel - 1) * 3
+        act = dict(gain=1 if layer.is_torgb else math.sqrt(2), slope=1 if layer.is_torgb else 0.2,
+                   clamp=layer.conv_clamp)
+        b = torch.randn(layer.out_channels)
+        want = s3.filtered_lrelu(x, layer.up_filter, layer.down_filter, b, up=layer.up_factor,
+                                 down=layer.down_factor, padding=layer.padding, **act)
+        mats = s3.resampling_matrices(layer.up_filter, layer.down_filter, layer.up_factor,
+                                      layer.down_factor, layer.padding, tuple(x.shape[2:]))
+        if mats is None:
+            radial += 1
+            assert layer.down_filter.ndim == 2
+            continue
+        got = s3.filtered_lrelu_matmul(x, tuple(m.float() for m in mats), b, **act)
+        assert got.shape == want.shape
+        assert (got - want).abs().max() <= 1e-4 * want.abs().max(), lname
+    assert (radial > 0) == (name == "r")
+
+
+def test_the_whole_network_on_the_matmul_path_matches_nvlabs():
+    fx = Fixture("t")
+    net = fx.generator()
+    for lname in net.synthesis.layer_names:
+        getattr(net.synthesis, lname).resample = "matmul"
+    with torch.no_grad():
+        img = net.synthesis(fx.ws, noise_mode="const", force_fp32=True)
+    assert np.abs(img.numpy() - fx.ref["synthesis"]).max() <= 1e-3

@@ -264,3 +264,17 @@ def test_lj_run_and_render_with_a_stylegan3_pickle(tmp_path):
     assert r.returncode == 0, r.stderr
     info = probe(out)
     assert (info["width"], info["height"], info["frames"]) == (32, 32, 6)
+
+
+def test_a_half_precision_module_renders_close_to_float32():
+    """The runner's ``half`` casts the whole module to float16; the Fourier input (transform,
+    frequencies, phases) and the demodulation sums still compute in float32."""
+    gen = load_generator(str(PKL))
+    w = gen.mapping(torch.randn(2, gen.latent_dim))[:, None].expand(-1, gen.num_layers, -1).contiguous()
+    with torch.no_grad():
+        want = gen.synthesize(w)
+        gen.half()
+        got = gen.synthesize(w, 0.0, torch.tensor([0.1, 0.0, 30.0]).half())
+        moved = gen.synthesize(w)
+    assert got.dtype == moved.dtype == torch.float32
+    assert (moved - want).abs().max() <= 0.02 and (got - moved).abs().max() > 0.1

@@ -144,8 +144,9 @@ def _upsample(x: torch.Tensor, f: torch.Tensor | None, up: int, padding: list[in
     convolve with ``f`` at gain ``up**2`` (keeps the signal's magnitude), keeping only output
     pixels whose footprint lies inside the padded image.
 
-    Computed as a strided transposed convolution (the zeros are never multiplied), followed by
-    the crop/pad that moves the full convolution onto the padded frame.
+    Computed per phase for separable filters (:func:`_upsample_polyphase`), else as a strided
+    transposed convolution (the zeros are never multiplied), followed by the crop/pad that moves
+    the full convolution onto the padded frame.
     ``[B, C, H, W] -> [B, C, H * up + y0 + y1 - (k - 1), W * up + x0 + x1 - (k - 1)]``.
     """
     x0, x1, y0, y1 = padding
@@ -154,7 +155,11 @@ def _upsample(x: torch.Tensor, f: torch.Tensor | None, up: int, padding: list[in
             return F.pad(x, [x0, x1, y0, y1])
         f = torch.ones([1, 1], device=x.device)
     channels = x.shape[1]
-    if f.ndim == 1:
+    if f.ndim == 1 and f.shape[0] % up == 0 and x.device.type == "cuda":  # measured: slower on CPUs
+        k = kh = f.shape[0]
+        x = _upsample_polyphase(x, f * up, up, dim=3)
+        x = _upsample_polyphase(x, f * up, up, dim=2)
+    elif f.ndim == 1:
         k = kh = f.shape[0]
         x = F.conv_transpose2d(x, _depthwise(f * up, channels, "x", x.dtype), stride=(1, up), groups=channels)
         x = F.conv_transpose2d(x, _depthwise(f * up, channels, "y", x.dtype), stride=(up, 1), groups=channels)
@@ -163,6 +168,30 @@ def _upsample(x: torch.Tensor, f: torch.Tensor | None, up: int, padding: list[in
         x = F.conv_transpose2d(x, _depthwise(f * up * up, channels, "xy", x.dtype), stride=up, groups=channels)
     # The full convolution starts k-1 samples before the zero-stuffed signal and ends k-up after it.
     return _pad_or_crop(x, [x0 - (k - 1), x1 - (k - up), y0 - (kh - 1), y1 - (kh - up)])
+
+
+def _upsample_polyphase(x: torch.Tensor, f: torch.Tensor, up: int, dim: int) -> torch.Tensor:
+    """Zero-stuff ``x`` by ``up`` along ``dim`` (2: rows, 3: columns) and convolve it fully with
+    the 1-D filter ``f`` (length a multiple of ``up``): what a strided depthwise transposed
+    convolution gives, ``n -> (n - 1) * up + len(f)`` samples along ``dim``.
+
+    Computed per phase, at the input's rate: output sample ``up * q + r`` is ``x`` convolved with
+    ``f[r::up]``, so one depthwise convolution with ``up`` outputs per channel does all phases,
+    and one copy interleaves them. (Depthwise transposed convolutions have no fast kernel on
+    CUDA; this form runs on the ordinary depthwise one and never touches the zeros.)
+    """
+    b, c, h, w = x.shape
+    taps = f.shape[0] // up
+    phases = f.view(taps, up).t().flip(1).to(x.dtype)  # [up, taps]: f[r::up], flipped (correlation)
+    if dim == 3:
+        weight = phases.reshape(up, 1, 1, taps).repeat(c, 1, 1, 1)
+        y = F.conv2d(x, weight, padding=(0, taps - 1), groups=c)    # [B, C * up, H, W + taps - 1]
+        n = y.shape[3]
+        return y.view(b, c, up, h, n).permute(0, 1, 3, 4, 2).reshape(b, c, h, n * up)
+    weight = phases.reshape(up, 1, taps, 1).repeat(c, 1, 1, 1)
+    y = F.conv2d(x, weight, padding=(taps - 1, 0), groups=c)        # [B, C * up, H + taps - 1, W]
+    n = y.shape[2]
+    return y.view(b, c, up, n, w).permute(0, 1, 3, 2, 4).reshape(b, c, n * up, w)
 
 
 def _pad_or_crop(x: torch.Tensor, pads: list[int]) -> torch.Tensor:
@@ -215,6 +244,68 @@ def filtered_lrelu(x: torch.Tensor, fu: torch.Tensor | None, fd: torch.Tensor | 
         x = x * gain if gain != 1 else x
         x = x.clamp(-clamp, clamp) if clamp is not None else x
     return _downsample(x, fd, down)
+
+
+def resampling_matrices(fu: torch.Tensor | None, fd: torch.Tensor | None, up: int, down: int,
+                        padding: list[int], size: tuple[int, int]) -> tuple | None:
+    """:func:`filtered_lrelu`'s resampling of a ``size = (H, W)`` input as four matrices
+    ``(Ux [W, W'], UyT [H', H], Dx [W', W''], DyT [H'', H'])`` (float64, CPU), or ``None`` when a
+    filter is not separable (a radial 2-D one).
+
+    Each is what the per-axis operation does to the identity: zero-stuff by ``up``, pad
+    (``padding`` ``[x0, x1, y0, y1]``, negative crops), convolve with ``fu * up`` (valid part);
+    then convolve with ``fd`` and keep every ``down``-th sample. So ``x @ Ux`` up-samples the
+    rows of ``x`` exactly as the convolutions do (see :func:`filtered_lrelu_matmul`).
+    """
+    if (fu is not None and fu.ndim != 1) or (fd is not None and fd.ndim != 1):
+        return None
+    one = torch.ones(1, dtype=torch.float64)
+    f_up = (fu.detach().cpu().double() if fu is not None else one) * up
+    f_down = fd.detach().cpu().double() if fd is not None else one
+
+    def up_matrix(n: int, p0: int, p1: int) -> torch.Tensor:
+        stuffed = torch.zeros(n, 1, n * up, dtype=torch.float64)
+        stuffed[torch.arange(n), 0, torch.arange(n) * up] = 1.0
+        stuffed = F.pad(stuffed, [p0, p1])
+        return F.conv1d(stuffed, f_up.flip(0).view(1, 1, -1))[:, 0]
+
+    def down_matrix(n: int) -> torch.Tensor:
+        eye = torch.eye(n, dtype=torch.float64)[:, None]
+        return F.conv1d(eye, f_down.flip(0).view(1, 1, -1), stride=down)[:, 0]
+
+    x0, x1, y0, y1 = padding
+    h, w = size
+    ux, uy = up_matrix(w, x0, x1), up_matrix(h, y0, y1)
+    dx, dy = down_matrix(ux.shape[1]), down_matrix(uy.shape[1])
+    return ux, uy.t().contiguous(), dx, dy.t().contiguous()
+
+
+def filtered_lrelu_matmul(x: torch.Tensor, matrices: tuple, b: torch.Tensor | None,
+                          gain: float = math.sqrt(2), slope: float = 0.2,
+                          clamp: float | None = None) -> torch.Tensor:
+    """:func:`filtered_lrelu` with the resampling done by :func:`resampling_matrices` (in ``x``'s
+    dtype and device): four matrix products instead of depthwise convolutions.
+
+    The matrices are mostly zeros, but on a GPU their products run on the matrix units, which
+    are many times faster at this than the depthwise convolution kernels (whose per-tap loops
+    left StyleGAN3 at a few frames per second); on a CPU the convolutions are the cheaper form.
+    """
+    ux, uy_t, dx, dy_t = matrices
+    if b is not None:
+        x = x + b.to(x.dtype).view(1, -1, 1, 1)
+    x = torch.matmul(uy_t, torch.matmul(x, ux))     # up: columns, then rows
+    if not x.requires_grad:  # a fresh tensor: in place
+        if slope != 1:
+            F.leaky_relu_(x, slope)
+        if gain != 1:
+            x.mul_(gain)
+        if clamp is not None:
+            x.clamp_(-clamp, clamp)
+    else:
+        x = F.leaky_relu(x, slope) if slope != 1 else x
+        x = x * gain if gain != 1 else x
+        x = x.clamp(-clamp, clamp) if clamp is not None else x
+    return torch.matmul(dy_t, torch.matmul(x, dx))  # down: columns, then rows
 
 
 # ----------------------------------------------------------------------------------------------
@@ -372,20 +463,23 @@ class SynthesisInput(torch.nn.Module):
         learned = torch.stack([cos, -sin, -cos * tx + sin * ty,
                                sin, cos, -sin * tx - cos * ty,
                                zero, zero, one], dim=1).view(-1, 3, 3)
-        m = learned @ self.transform.unsqueeze(0)  # [B, 3, 3]: the image's inverse transform
+        # float32 whatever the module was cast to (.float() is a no-op on float32 buffers): the
+        # phases of a half-precision grid would be visibly off
+        m = learned @ self.transform.float().unsqueeze(0)  # [B, 3, 3]: the image's inverse transform
 
         # Transform the frequencies and phases: sin(2 pi (f . (A g + b) + p)).
-        phases = self.phases.unsqueeze(0) + (self.freqs.unsqueeze(0) @ m[:, :2, 2:]).squeeze(2)  # [B, C]
-        freqs = self.freqs.unsqueeze(0) @ m[:, :2, :2]  # [B, C, 2]
+        base_freqs = self.freqs.float()
+        phases = self.phases.float().unsqueeze(0) + (base_freqs.unsqueeze(0) @ m[:, :2, 2:]).squeeze(2)  # [B, C]
+        freqs = base_freqs.unsqueeze(0) @ m[:, :2, :2]  # [B, C, 2]
         # Fade out frequencies a user transform (scaling) pushed past the band limit.
         amplitudes = (1 - (freqs.norm(dim=2) - self.bandwidth) / (self.sampling_rate / 2 - self.bandwidth)).clamp(0, 1)
 
-        g = self.grid
+        g = self.grid.float()
         fx, fy = freqs[..., 0, None, None], freqs[..., 1, None, None]  # [B, C, 1, 1]
         x = fx * g.view(1, 1, 1, -1) + fy * g.view(1, 1, -1, 1) + phases[..., None, None]
         x = torch.sin(x * (2 * math.pi)) * amplitudes[..., None, None]  # [B, C, H, W]
 
-        weight = self.weight / math.sqrt(self.channels)
+        weight = self.weight.float() / math.sqrt(self.channels)
         return torch.einsum("oc,bchw->bohw", weight, x)
 
     def extra_repr(self) -> str:
@@ -401,6 +495,7 @@ def _modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tenso
     scalar -> ``[B, O, H + 2 p - k + 1, W + 2 p - k + 1]``. Equivalent to convolving each sample
     with ``weight * styles`` (demodulated to unit norm per output channel when ``demodulate``).
     """
+    weight = weight.float()  # the demodulation's sums in float32 even when the module is float16
     if demodulate:  # pre-normalise (keeps fp16 in range; cancels out in the demodulation)
         weight = weight * weight.square().mean([1, 2, 3], keepdim=True).rsqrt()
         styles = styles * styles.square().mean().rsqrt()
@@ -469,6 +564,11 @@ class SynthesisLayer(torch.nn.Module):
         total = wanted - have + self.up_taps + self.down_taps - 2
         lo = (total + self.up_factor) // 2
         self.padding = [lo, total - lo, lo, total - lo]
+        # How filtered_lrelu resamples: "matmul" (filtered_lrelu_matmul), "conv", or "auto":
+        # matmul on CUDA, convolutions elsewhere. The matrices are made once per input size,
+        # dtype and device (on the runner's warm-up, before any CUDA graph is captured).
+        self.resample = "auto"
+        self._matrices: dict = {}
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random",
                 force_fp32: bool = False, update_emas: bool = False) -> torch.Tensor:
@@ -484,10 +584,26 @@ class SynthesisLayer(torch.nn.Module):
         x = x.to(torch.float16 if half else torch.float32)
         x = _modulated_conv2d(x, self.weight, styles, padding=self.conv_kernel - 1,
                               demodulate=not self.is_torgb, input_gain=self.magnitude_ema.rsqrt())
+        act = dict(gain=1 if self.is_torgb else math.sqrt(2), slope=1 if self.is_torgb else 0.2,
+                   clamp=self.conv_clamp)
+        matrices = self._resampling(x)
+        if matrices is not None:
+            return filtered_lrelu_matmul(x, matrices, self.bias, **act)
         return filtered_lrelu(x, self.up_filter, self.down_filter, self.bias, up=self.up_factor,
-                              down=self.down_factor, padding=self.padding,
-                              gain=1 if self.is_torgb else math.sqrt(2), slope=1 if self.is_torgb else 0.2,
-                              clamp=self.conv_clamp)
+                              down=self.down_factor, padding=self.padding, **act)
+
+    def _resampling(self, x: torch.Tensor) -> tuple | None:
+        """The resampling matrices for ``x`` (cached), or None for the convolution path."""
+        mode = self.resample
+        if mode == "conv" or (mode == "auto" and x.device.type != "cuda"):
+            return None
+        key = (tuple(x.shape[2:]), x.dtype, x.device)
+        if key not in self._matrices:
+            mats = resampling_matrices(self.up_filter, self.down_filter, self.up_factor,
+                                       self.down_factor, self.padding, key[0])
+            self._matrices[key] = None if mats is None else tuple(
+                m.to(device=x.device, dtype=x.dtype) for m in mats)
+        return self._matrices[key]
 
     def extra_repr(self) -> str:
         return (f"torgb={self.is_torgb}, critical={self.is_critically_sampled}, fp16={self.use_fp16}, "
