@@ -101,12 +101,23 @@ class AdaptiveP:
     def __init__(self, target: float = 0.6, kimg: float = 20.0, interval: int = 4, p: float = 0.0):
         self.target, self.kimg, self.interval = float(target), float(kimg), int(interval)
         self.p = float(p)
-        self.signs, self.count = 0.0, 0
+        self._signs, self.count = 0.0, 0
+        self._unread: torch.Tensor | None = None  # signs summed on the device, not yet read
         self.rt: float | None = None   # r_t of the last adjustment
 
     def observe(self, real_logits: torch.Tensor) -> None:
-        self.signs += float(real_logits.detach().sign().sum())
+        """Count the signs of this step's real logits (on their device: no host sync here)."""
+        s = real_logits.detach().sign().sum()
+        self._unread = s if self._unread is None else self._unread + s
         self.count += int(real_logits.numel())
+
+    @property
+    def signs(self) -> float:
+        """The sum of the signs observed since the last adjustment (read back when asked)."""
+        if self._unread is not None:
+            self._signs += float(self._unread)
+            self._unread = None
+        return self._signs
 
     def adjust(self, batch: int) -> float:
         if self.count:
@@ -114,12 +125,12 @@ class AdaptiveP:
             step = batch * self.interval / (self.kimg * 1000)
             sign = (self.rt > self.target) - (self.rt < self.target)
             self.p = min(1.0, max(0.0, self.p + sign * step))
-        self.signs, self.count = 0.0, 0
+        self._signs, self._unread, self.count = 0.0, None, 0
         return self.p
 
     def state(self) -> dict:
         return {"p": self.p, "signs": self.signs, "count": self.count, "rt": self.rt}
 
     def load(self, state: dict) -> None:
-        self.p, self.signs = float(state["p"]), float(state["signs"])
+        self.p, self._signs, self._unread = float(state["p"]), float(state["signs"]), None
         self.count, self.rt = int(state["count"]), state.get("rt")

@@ -244,6 +244,10 @@ class Trainer:
         self.step = 0
         self.images_seen = 0
         self.last: dict[str, float] = {}
+        self._queued: list[tuple[int, int, dict]] = []   # steps whose stats.jsonl line is due
+        self._ema_params = list(self.G_ema.parameters())
+        self._params = [p.detach() for p in self.G.parameters()]
+        self._ema_buffers, self._buffers = list(self.G_ema.buffers()), list(self.G.buffers())
         self.pl_mean = torch.zeros([], device=device)   # running mean of the path lengths
         self.ada = AdaptiveP(cfg.ada_target, cfg.ada_kimg, cfg.ada_interval) if cfg.ada else None
         # the data set lives on the device (a few dozen to a few thousand small images)
@@ -368,7 +372,41 @@ class Trainer:
             self.pl_mean.copy_(self.pl_mean.lerp(lengths.mean(), cfg.pl_decay))
         return (lengths - self.pl_mean).square().mean()
 
-    def train_step(self) -> dict:
+    def train_step(self, wait: bool = True) -> dict:
+        """One step: G (with the lazy path-length penalty), D (with lazy R1), EMA, ADA's count.
+
+        Returns the step's losses as floats, and its ``stats.jsonl`` line is written. With
+        ``wait=False`` the losses stay on the device (0-d tensors) and the line is queued until
+        :meth:`flush_stats`, so that a GPU never idles while the host waits for a number: this
+        is what :meth:`run` does, flushing at each progress line and checkpoint.
+        """
+        stats = self._step()
+        self._queued.append((self.step, self.images_seen, stats))
+        if wait:
+            return self.flush_stats()
+        if len(self._queued) >= 256:  # a bound on what waits in memory
+            self.flush_stats()
+        return stats
+
+    def flush_stats(self) -> dict:
+        """Write the queued steps' lines to ``stats.jsonl`` (their losses read back in one host
+        sync); returns the last step's losses as floats (also :attr:`last`)."""
+        if not self._queued:
+            return self.last
+        where = [(i, k) for i, (_, _, st) in enumerate(self._queued)
+                 for k, v in st.items() if isinstance(v, torch.Tensor)]
+        values = torch.stack([self._queued[i][2][k] for i, k in where]).tolist() if where else []
+        rows = [dict(st) for _, _, st in self._queued]
+        for (i, k), v in zip(where, values):
+            rows[i][k] = v
+        with open(self.out / "stats.jsonl", "a") as f:
+            for (step, images, _), row in zip(self._queued, rows):
+                f.write(json.dumps({"step": step, "images": images, **row}) + "\n")
+        self._queued.clear()
+        self.last = rows[-1]
+        return self.last
+
+    def _step(self) -> dict:
         cfg = self.cfg
         b = cfg.batch
         # generator
@@ -379,11 +417,11 @@ class Trainer:
         loss_g = (F.softplus(logits) if cfg.mode == "uncanny" else F.softplus(-logits)).mean()
         self.optG.zero_grad(set_to_none=True)
         loss_g.backward()
-        stats = {"G": float(loss_g.detach()), "D_fake": float(logits.detach().mean())}
+        stats = {"G": loss_g.detach(), "D_fake": logits.detach().mean()}
         if cfg.pl_weight > 0 and self.step % cfg.pl_every == 0:
             pl = self.path_length_penalty()
             (pl * (cfg.pl_weight * cfg.pl_every)).backward()
-            stats["PL"] = float(pl.detach())
+            stats["PL"] = pl.detach()
         self.optG.step()
         with torch.no_grad():
             self.G.mapping.w_avg.copy_(w.mean(0).lerp(self.G.mapping.w_avg, 0.995))
@@ -401,9 +439,9 @@ class Trainer:
                 grad, = torch.autograd.grad(out.sum(), r, create_graph=True)
                 r1 = grad.square().sum(dim=(1, 2, 3)).mean()
                 (r1 * (cfg.r1_gamma / 2) * cfg.r1_every).backward()
-                stats["R1"] = float(r1.detach())
+                stats["R1"] = r1.detach()
             self.optD.step()
-            stats.update(D=float(loss_d.detach()), D_real=float(lr_.detach().mean()))
+            stats.update(D=loss_d.detach(), D_real=lr_.detach().mean())
             if self.ada is not None:
                 self.ada.observe(lr_)
                 if (self.step + 1) % cfg.ada_interval == 0:
@@ -414,17 +452,9 @@ class Trainer:
         self.update_ema()
         self.step += 1
         self.images_seen += b
-        self.last = stats
-        self._record(stats)
         return stats
 
     # ------------------------------------------------------------------ the record
-    def _record(self, stats: dict) -> None:
-        """One JSON line per step in ``stats.jsonl`` (losses, ADA's p and r_t) for plotting."""
-        line = json.dumps({"step": self.step, "images": self.images_seen, **stats})
-        with open(self.out / "stats.jsonl", "a") as f:
-            f.write(line + "\n")
-
     def _trim_record(self) -> None:
         """On resume: drop the lines of steps after the checkpoint (they will be done again)."""
         path = self.out / "stats.jsonl"
@@ -441,10 +471,9 @@ class Trainer:
         # seen so far) so that short runs on tiny data sets export a G that has moved
         ema_nimg = min(cfg.ema_kimg * 1000, (self.images_seen + cfg.batch) * EMA_RAMPUP)
         beta = 0.5 ** (cfg.batch / max(ema_nimg, 1e-8))
-        for pe, p in zip(self.G_ema.parameters(), self.G.parameters()):
-            pe.copy_(p.detach().lerp(pe, beta))
-        for be, b in zip(self.G_ema.buffers(), self.G.buffers()):
-            be.copy_(b)
+        # one fused update for all tensors (not two kernels per parameter): ema += (1-beta)(p-ema)
+        torch._foreach_lerp_(self._ema_params, self._params, 1.0 - beta)
+        torch._foreach_copy_(self._ema_buffers, self._buffers)
 
     # ------------------------------------------------------------------ files
     @torch.no_grad()
@@ -461,6 +490,7 @@ class Trainer:
     def save_checkpoint(self) -> Path:
         from safetensors.torch import save_file
 
+        self.flush_stats()  # stats.jsonl and the losses recorded up to this step
         tensors = {}
         for name, net in (("G", self.G), ("G_ema", self.G_ema), ("D", self.D)):
             for k, v in net.state_dict().items():
@@ -500,10 +530,12 @@ class Trainer:
         t0, n0 = time.perf_counter(), self.images_seen
         line_t = 0.0
         while self.step < cfg.steps:
-            stats = self.train_step()
+            self.train_step(wait=False)   # no host sync per step; flushed below
             now = time.perf_counter()
-            ips = (self.images_seen - n0) / max(now - t0, 1e-9)
             if progress and (now - line_t > 2 or self.step == cfg.steps):
+                stats = self.flush_stats()
+                now = time.perf_counter()
+                ips = (self.images_seen - n0) / max(now - t0, 1e-9)
                 line_t = now
                 losses = "  ".join(f"{k} {v:.3f}" for k, v in stats.items())
                 self.log(f"lj: {cfg.mode} step {self.step}/{cfg.steps}  {losses}  {ips:.1f} img/s")
