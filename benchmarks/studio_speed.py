@@ -1,6 +1,7 @@
 """Speed of the studio: ``lj explore``'s 16x16 seed sheet and ``lj train``'s images/second.
 
     python benchmarks/studio_speed.py [--threads 2] [--device cpu|cuda] [--steps 16] [--skip-train]
+                                      [--train-res 128 256]
 
 Explore: for each generator, the whole 16x16 seed sheet (256 seeds: z, mapping, truncation,
 batched ``synthesize`` in 16s, uint8 conversion, tiling, PNG encoding) against the reference
@@ -88,6 +89,7 @@ def bench_train(label, cfg, device, tmp, steps):
 
     for _ in range(2):   # warm-up (steps 0 and 1); the timed steps start at 2
         t.train_step()
+    # timed as lj train runs them: losses left on the device, stats.jsonl written in batches
     bare()
     # interleaved in rounds of 4 (one path-length step each), so a change of the machine's load
     # hits both sides alike
@@ -96,7 +98,8 @@ def bench_train(label, cfg, device, tmp, steps):
         sync(device)
         t0 = time.perf_counter()
         for _ in range(4):
-            t.train_step()
+            t.train_step(wait=False)
+        t.flush_stats()
         sync(device)
         t1 = time.perf_counter()
         for _ in range(4):
@@ -118,6 +121,9 @@ def main() -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--steps", type=int, default=16)
     ap.add_argument("--skip-train", action="store_true")
+    ap.add_argument("--train-res", type=int, nargs="*", default=[],
+                    help="also time lj train's defaults (batch 8) at these resolutions, e.g. 128 256 "
+                         "on a GPU")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -135,8 +141,9 @@ def main() -> int:
         folder = Path(tmp) / "images"
         folder.mkdir()
         rng = np.random.default_rng(0)
+        side = max([64] + args.train_res)
         for i in range(16):
-            Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+            Image.fromarray(rng.integers(0, 255, (side, side, 3), dtype=np.uint8)).save(folder / f"{i}.png")
         common = dict(images=str(folder), sample_every=0, checkpoint_every=0)
         small = dict(resolution=64, batch=8, **common)    # lj train's default network, 128 channels
         off = dict(style_mixing=0.0, pl_weight=0.0)
@@ -148,6 +155,9 @@ def main() -> int:
         bench_train("tiny (32px, 16ch, batch 4, defaults)",
                     TrainConfig(resolution=32, z_dim=32, w_dim=32, channels=16, batch=4, **common),
                     device, tmp, args.steps)
+        for res in args.train_res:
+            bench_train(f"{res}px (lj train defaults, batch 8)",
+                        TrainConfig(resolution=res, batch=8, **common), device, tmp, args.steps)
     return 0
 
 
