@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import torch
 
-from engine.frame import FrameParams
 from engine.generators import load_generator
 from engine.generators.runner import DeviceFrame, GeneratorRunner
+from test_runner import frames, params_for
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -29,20 +29,12 @@ MODELS = Path(__file__).parent / "data" / "models"
 SHADERS = Path(__file__).resolve().parent.parent / "shaders"
 
 
-def _params(gen, seed, psi=0.8, noise=0.0, **moves):
-    w = gen.latent_space().seed_to_w(seed)
-    p = FrameParams(t=0.0, w_plus=np.repeat(w[None], gen.num_layers, 0), truncation=psi,
-                    noise=noise)
-    p.generator = moves
-    return p
+def _params(gen, seed, psi=0.8, **moves):
+    return params_for(gen.latent_space(), seed, psi, 0.0, **moves)
 
 
 def _frames(runner, plist):
-    out = []
-    for p in plist:
-        runner.submit(p)
-        out.append(np.array(runner.result()))  # a copy: the slot is reused two frames later
-    return out
+    return frames(runner, plist)  # copies: a slot is reused two frames later
 
 
 def _warnings(caplog):

@@ -232,18 +232,25 @@ def filtered_lrelu(x: torch.Tensor, fu: torch.Tensor | None, fd: torch.Tensor | 
         x = x + b.to(x.dtype).view(1, -1, 1, 1)
     fresh = b is not None or fu is not None or up > 1  # x is now a buffer of our own
     x = _upsample(x, fu, up, list(padding))
-    if fresh and not x.requires_grad:  # inference: in place on the largest tensor of the layer
+    x = _activate(x, gain, slope, clamp, in_place=fresh)
+    return _downsample(x, fd, down)
+
+
+def _activate(x: torch.Tensor, gain: float, slope: float, clamp: float | None,
+              in_place: bool) -> torch.Tensor:
+    """``clamp(leaky_relu(x, slope) * gain)``; in place when ``x`` is a buffer of the caller's
+    own and no gradient flows (inference: the largest tensor of the layer is not copied)."""
+    if in_place and not x.requires_grad:
         if slope != 1:
             F.leaky_relu_(x, slope)
         if gain != 1:
             x.mul_(gain)
         if clamp is not None:
             x.clamp_(-clamp, clamp)
-    else:
-        x = F.leaky_relu(x, slope) if slope != 1 else x
-        x = x * gain if gain != 1 else x
-        x = x.clamp(-clamp, clamp) if clamp is not None else x
-    return _downsample(x, fd, down)
+        return x
+    x = F.leaky_relu(x, slope) if slope != 1 else x
+    x = x * gain if gain != 1 else x
+    return x.clamp(-clamp, clamp) if clamp is not None else x
 
 
 def resampling_matrices(fu: torch.Tensor | None, fd: torch.Tensor | None, up: int, down: int,
@@ -293,18 +300,8 @@ def filtered_lrelu_matmul(x: torch.Tensor, matrices: tuple, b: torch.Tensor | No
     ux, uy_t, dx, dy_t = matrices
     if b is not None:
         x = x + b.to(x.dtype).view(1, -1, 1, 1)
-    x = torch.matmul(uy_t, torch.matmul(x, ux))     # up: columns, then rows
-    if not x.requires_grad:  # a fresh tensor: in place
-        if slope != 1:
-            F.leaky_relu_(x, slope)
-        if gain != 1:
-            x.mul_(gain)
-        if clamp is not None:
-            x.clamp_(-clamp, clamp)
-    else:
-        x = F.leaky_relu(x, slope) if slope != 1 else x
-        x = x * gain if gain != 1 else x
-        x = x.clamp(-clamp, clamp) if clamp is not None else x
+    x = torch.matmul(uy_t, torch.matmul(x, ux))     # up: columns, then rows (a fresh tensor)
+    x = _activate(x, gain, slope, clamp, in_place=True)
     return torch.matmul(dy_t, torch.matmul(x, dx))  # down: columns, then rows
 
 
