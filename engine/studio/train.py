@@ -545,6 +545,7 @@ class Trainer:
                 self.export(self.out / "snapshots" / f"step-{self.step:06d}.safetensors")
             if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                 self.save_checkpoint()
+        self.flush_stats()  # waits for the last queued step, so the time below is the real one
         elapsed = time.perf_counter() - t0
         self.save_checkpoint()
         model = self.export(self.out / "model.safetensors")
