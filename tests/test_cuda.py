@@ -33,10 +33,6 @@ def _params(gen, seed, psi=0.8, **moves):
     return params_for(gen.latent_space(), seed, psi, 0.0, **moves)
 
 
-def _frames(runner, plist):
-    return frames(runner, plist)  # copies: a slot is reused two frames later
-
-
 def _warnings(caplog):
     return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
 
@@ -58,7 +54,7 @@ def test_cuda_graph_frames_match_the_cpu(spec, caplog):
         if getattr(gen, "param_ranges", None) else {}
     plist = [_params(gen, 3), _params(gen, 3, psi=0.4), _params(gen, 11, **moves), _params(gen, 3)]
     try:
-        a, b = _frames(cpu, plist), _frames(gpu, plist)
+        a, b = frames(cpu, plist), frames(gpu, plist)
         assert gpu._graphs is not None, "the CUDA graph was not captured"
         assert not _warnings(caplog), _warnings(caplog)
         for x, y in zip(a, b):
@@ -82,7 +78,7 @@ def test_fp16_graph_stays_close_to_fp32(spec):
     plist = [_params(ref.generator, s) for s in (1, 2, 5)]
     try:
         assert half.half and half.dtype == torch.float16
-        for x, y in zip(_frames(ref, plist), _frames(half, plist)):
+        for x, y in zip(frames(ref, plist), frames(half, plist)):
             diff = np.abs(x.astype(int) - y.astype(int))
             assert diff.mean() < 1.5 and np.percentile(diff, 99) <= 8, (diff.mean(), diff.max())
         assert half._graphs is not None
@@ -107,14 +103,14 @@ def test_nan_output_holds_the_last_good_frame_on_cuda(caplog):
         bad = _params(gen, 4)
         bad.w_plus = bad.w_plus.copy()
         bad.w_plus[0, 0] = 100.0
-        first = _frames(runner, [good])[0]
+        first = frames(runner, [good])[0]
         with caplog.at_level(logging.ERROR, logger="lj.generator"):
-            held = _frames(runner, [bad, bad])
+            held = frames(runner, [bad, bad])
         assert runner._graphs is not None
         assert all(np.array_equal(h, first) for h in held)
         assert runner.error_count == 2
         assert sum("NaN" in r.getMessage() for r in caplog.records) == 1
-        again = _frames(runner, [_params(gen, 7)])[0]
+        again = frames(runner, [_params(gen, 7)])[0]
         assert not np.array_equal(again, first)
     finally:
         runner.close()

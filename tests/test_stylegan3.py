@@ -21,7 +21,6 @@ No NVlabs code or pickle is in this repository: the references were made outside
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -263,8 +262,7 @@ def test_matmul_resampling_equals_the_convolutions_layer_by_layer(name):
         layer = getattr(net.synthesis, lname)
         x = torch.randn(2, layer.out_channels, layer.in_size + layer.conv_kernel - 1,
                         layer.in_size + layer.conv_kernel - 1) * 3
-        act = dict(gain=1 if layer.is_torgb else math.sqrt(2), slope=1 if layer.is_torgb else 0.2,
-                   clamp=layer.conv_clamp)
+        act = layer.act
         b = torch.randn(layer.out_channels)
         want = s3.filtered_lrelu(x, layer.up_filter, layer.down_filter, b, up=layer.up_factor,
                                  down=layer.down_factor, padding=layer.padding, **act)

@@ -566,6 +566,9 @@ class SynthesisLayer(torch.nn.Module):
         # dtype and device (on the runner's warm-up, before any CUDA graph is captured).
         self.resample = "auto"
         self._matrices: dict = {}
+        # filtered_lrelu's activation: linear for ToRGB, leaky ReLU with gain sqrt(2) elsewhere
+        self.act = dict(gain=1 if is_torgb else math.sqrt(2), slope=1 if is_torgb else 0.2,
+                        clamp=conv_clamp)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random",
                 force_fp32: bool = False, update_emas: bool = False) -> torch.Tensor:
@@ -581,13 +584,11 @@ class SynthesisLayer(torch.nn.Module):
         x = x.to(torch.float16 if half else torch.float32)
         x = _modulated_conv2d(x, self.weight, styles, padding=self.conv_kernel - 1,
                               demodulate=not self.is_torgb, input_gain=self.magnitude_ema.rsqrt())
-        act = dict(gain=1 if self.is_torgb else math.sqrt(2), slope=1 if self.is_torgb else 0.2,
-                   clamp=self.conv_clamp)
         matrices = self._resampling(x)
         if matrices is not None:
-            return filtered_lrelu_matmul(x, matrices, self.bias, **act)
+            return filtered_lrelu_matmul(x, matrices, self.bias, **self.act)
         return filtered_lrelu(x, self.up_filter, self.down_filter, self.bias, up=self.up_factor,
-                              down=self.down_factor, padding=self.padding, **act)
+                              down=self.down_factor, padding=self.padding, **self.act)
 
     def _resampling(self, x: torch.Tensor) -> tuple | None:
         """The resampling matrices for ``x`` (cached), or None for the convolution path."""
