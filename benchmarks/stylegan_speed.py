@@ -23,7 +23,8 @@ that load from other processes hits every mode alike, the median ms/frame of:
   runner's CUDA graph (CUDA only);
 * ``fp16``: the whole network in float16 (the runner's ``half``), eagerly (CUDA only);
 * ``fp16 + graph``: float16 with the runner's CUDA graph capture (CUDA only);
-* ``end-to-end``: one frame generated (the fastest mode, on its own runner) and then displayed:
+* ``end-to-end``: one frame generated (in the last mode above, on a runner of its own: fp16 +
+  graph on CUDA, eager fp32 on a CPU) and then displayed:
   handed to GL the way ``lj run`` hands it (:func:`engine.render.gpu_upload.make_uploader`: CUDA-GL
   interop device-to-device on CUDA when it works there, else pinned memory + PBOs; plain on a CPU;
   the path is printed), one effect pass (``feedback``) and the output pass, and ``glFinish``, on a
@@ -152,13 +153,12 @@ def main() -> None:
             gen = build(size)
             gen.force_fp32 = mode == "eager fp32"  # no mixed-precision blocks in the reference
             runners[mode] = GeneratorRunner(gen, device=device, threaded=False, **kw)
-        fastest = list(modes)[-1]
+        last = list(modes)[-1]  # the display side's mode: fp16 + graph on CUDA
         # the display side gets a runner of its own: with interop it hands out device frames
-        e2e_gen = build(size)
-        e2e = GeneratorRunner(e2e_gen, device=device, threaded=True, **modes[fastest])
+        e2e = GeneratorRunner(build(size), device=device, threaded=True, **modes[last])
         show, note = _display(size, e2e)
         print(f"  ({note})")
-        params = _params(runners[fastest].generator)
+        params = _params(runners[last].generator)
         peer = None
         if args.arch != "sg2":  # the StyleGAN2 of the same size, as a peer
             gen = config_f(size)
