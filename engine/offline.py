@@ -7,6 +7,7 @@ would have shown at those moments, and two renders of one song are bit-identical
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -22,7 +23,42 @@ def render_song(samples: np.ndarray, sr: int, out_path: str | Path, *, mapping_p
 
     ``samples`` is float32 ``[n, channels]``. ``progress(done, total)`` is called after each
     frame. Returns a summary: frames, seconds of audio, wall seconds.
+
+    The video is written to a hidden temporary file beside ``out_path`` and moved into place
+    only when the render finished: a failed or interrupted render leaves no file of its own and
+    an earlier file at ``out_path`` untouched; a finished one replaces it (the operator named it).
     """
+    out_path = _check_output(Path(out_path))
+    tmp = out_path.with_name(f".{out_path.stem}.lj-render-{os.getpid()}{out_path.suffix}")
+    try:
+        summary = _render(samples, sr, tmp, mapping_path=mapping_path, generator=generator,
+                          size=size, fps=fps, render_scale=render_scale, progress=progress,
+                          max_seconds=max_seconds)
+        os.replace(tmp, out_path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    summary["path"] = str(out_path)
+    return summary
+
+
+def _check_output(path: Path) -> Path:
+    """RenderError (one line, naming ``path``) before any work when it cannot be the output."""
+    from engine.errors import RenderError
+    from engine.render.record import _FORMATS
+
+    if path.suffix.lower() not in _FORMATS:
+        raise RenderError(f"cannot write video {path}: unknown extension "
+                          f"{path.suffix or '(none)'} (use .mp4, .mkv or .mov)")
+    if not path.parent.is_dir():
+        raise RenderError(f"cannot write video {path}: directory {path.parent} does not exist")
+    if path.is_dir():
+        raise RenderError(f"cannot write video {path}: it is a directory")
+    return path
+
+
+def _render(samples, sr, out_path, *, mapping_path, generator, size, fps, render_scale,
+            progress, max_seconds) -> dict:
     from engine.render.context import headless_context
     from engine.render.record import VideoWriter
 
@@ -40,18 +76,7 @@ def render_song(samples: np.ndarray, sr: int, out_path: str | Path, *, mapping_p
         session.attach_renderer(ctx, (size, size))
         writer = VideoWriter(out_path, (size, size), fps, audio=(samples, sr))
         try:
-            prev = None
-            for i in range(n_frames + 1):
-                params = session.params_at(reader, i * sr // fps) if i < n_frames else None
-                if params is not None:
-                    session.runner.submit(params)
-                if prev is not None:
-                    session.draw(prev[0], prev[1])
-                    writer.write(session.renderer.read())
-                    if progress:
-                        progress(i, n_frames)
-                if params is not None:
-                    prev = (session.runner.result(), params)
+            _frames(session, reader, writer, sr, fps, n_frames, progress)
         finally:
             writer.close()
     finally:
@@ -59,3 +84,19 @@ def render_song(samples: np.ndarray, sr: int, out_path: str | Path, *, mapping_p
         ctx.release()
     return {"frames": n_frames, "seconds": duration, "wall": time.perf_counter() - started,
             "path": str(out_path)}
+
+
+def _frames(session, reader, writer, sr: int, fps: int, n_frames: int, progress) -> None:
+    """Frame ``i`` generated while frame ``i - 1`` is drawn and written."""
+    prev = None
+    for i in range(n_frames + 1):
+        params = session.params_at(reader, i * sr // fps) if i < n_frames else None
+        if params is not None:
+            session.runner.submit(params)
+        if prev is not None:
+            session.draw(prev[0], prev[1])
+            writer.write(session.renderer.read())
+            if progress:
+                progress(i, n_frames)
+        if params is not None:
+            prev = (session.runner.result(), params)

@@ -99,3 +99,109 @@ def test_wrong_frame_shape(tmp_path):
     with pytest.raises(RenderError, match=r"\[48, 64, 3\]"):
         w.write(np.zeros((48, 63, 3), np.uint8))
     w.close()
+
+
+# -- issue 17 item 11: sample rates AAC cannot open; renders that fail keep the earlier file ---
+
+
+def decoded_audio(path):
+    """(mono float samples, sample rate) of the file's audio stream, decoded with PyAV."""
+    with av.open(str(path)) as c:
+        stream = c.streams.audio[0]
+        parts = [f.to_ndarray().reshape(f.to_ndarray().shape[0], -1)[0] for f in c.decode(stream)]
+        return np.concatenate(parts), stream.rate
+
+
+def dominant_hz(x, sr):
+    x = x[len(x) // 4: -len(x) // 4]          # away from the encoder's edges
+    spec = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return np.fft.rfftfreq(len(x), 1 / sr)[int(np.argmax(spec))]
+
+
+def song(sr, seconds=1.0, hz=110.0):
+    t = np.arange(int(sr * seconds)) / sr
+    x = (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+    return np.stack([x, x], axis=1)
+
+
+@pytest.mark.parametrize("sr", [192000, 384000, 1000])
+def test_audio_at_rates_aac_cannot_open_is_resampled(tmp_path, sr):
+    """Before: ``avcodec_open2`` failed with EINVAL (22) at these rates, so nothing was written."""
+    path = tmp_path / "out.mp4"
+    with VideoWriter(path, (32, 32), 10, audio=(song(sr, 1.5), sr)) as w:
+        for i in range(15):
+            w.write(np.full((32, 32, 3), colour(i), np.uint8))
+    info = probe(path)
+    assert info["frames"] == 15 and info["has_audio"]
+    assert info["audio_duration"] == pytest.approx(1.5, abs=0.1)
+    x, rate = decoded_audio(path)
+    assert rate in (48000, 44100)
+    assert dominant_hz(x, rate) == pytest.approx(110.0, abs=3.0)   # the same tone, not noise
+    assert 0.15 < np.abs(x[len(x) // 4: -len(x) // 4]).max() < 0.45  # at its level
+
+
+def test_aac_rate_keeps_supported_rates_and_picks_simple_ratios():
+    from engine.render.record import AAC_RATES, aac_rate
+
+    assert all(aac_rate(r) == r for r in AAC_RATES)
+    assert aac_rate(192000) == aac_rate(384000) == aac_rate(1000) == 48000
+    assert aac_rate(176400) == aac_rate(352800) == 44100
+
+
+@pytest.mark.parametrize("sr", [192000, 1000])
+def test_lj_render_of_a_song_at_an_odd_rate_has_audio(tmp_path, sr):
+    """The whole offline path (render_song: session, GL, writer) with a song at ``sr``."""
+    from engine.offline import render_song
+
+    out = tmp_path / "song.mp4"
+    summary = render_song(song(sr, 1.0), sr, out, size=32, fps=10)
+    assert summary["path"] == str(out) and summary["frames"] == 10
+    info = probe(out)
+    assert info["frames"] == 10 and info["has_audio"]
+    assert info["audio_duration"] == pytest.approx(1.0, abs=0.1)
+    x, rate = decoded_audio(out)
+    assert dominant_hz(x, rate) == pytest.approx(110.0, abs=3.0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["song.mp4"]   # no temp file left
+
+
+class Boom(Exception):
+    pass
+
+
+@pytest.mark.parametrize("fail", [Boom, KeyboardInterrupt])
+def test_a_failed_render_keeps_the_earlier_file_and_leaves_no_temp(tmp_path, fail):
+    """Before: the output was opened (truncated) first, so a render that failed in the frame loop
+    left a 0-byte or half-written file where the earlier render was."""
+    from engine.offline import render_song
+
+    out = tmp_path / "show.mp4"
+    render_song(song(SR, 0.5), SR, out, size=32, fps=10)
+    earlier = out.read_bytes()
+    assert len(earlier) > 1000
+
+    def progress(done, total):
+        if done == 3:
+            raise fail()
+
+    with pytest.raises(fail):
+        render_song(song(SR, 1.0, hz=440.0), SR, out, size=32, fps=10, progress=progress)
+    assert out.read_bytes() == earlier
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["show.mp4"]
+    # a render that finishes replaces it (the operator named the file)
+    render_song(song(SR, 1.0), SR, out, size=32, fps=10)
+    assert out.read_bytes() != earlier and probe(out)["frames"] == 10
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["show.mp4"]
+
+
+def test_a_render_that_cannot_start_names_the_output_and_writes_nothing(tmp_path):
+    from engine.offline import render_song
+
+    out = tmp_path / "keep.mp4"
+    out.write_bytes(b"earlier render")
+    (tmp_path / "bad.toml").write_text("[params\n")
+    with pytest.raises(Exception, match="bad.toml"):
+        render_song(song(SR, 0.5), SR, out, size=32, fps=10, mapping_path=tmp_path / "bad.toml")
+    with pytest.raises(RenderError, match="keep.gif: unknown extension"):
+        render_song(song(SR, 0.5), SR, tmp_path / "keep.gif", size=32, fps=10)
+    assert out.read_bytes() == b"earlier render"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml", "keep.mp4"]

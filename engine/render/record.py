@@ -3,13 +3,15 @@
 
 The container follows the file extension (.mp4, .mkv, .mov). Video is H.264 yuv420p; odd sizes
 are padded to even by repeating the last column/row. Audio, when given, is AAC at the source
-sample rate: for frame ``i`` the audio up to time ``(i + 1) / fps`` is encoded right after the
+sample rate when AAC supports it (:data:`AAC_RATES`, 7.35-96 kHz), else resampled to
+:func:`aac_rate` (48 or 44.1 kHz) with a polyphase filter (:func:`resample`): for frame ``i`` the audio up to time ``(i + 1) / fps`` is encoded right after the
 frame, so the two streams stay interleaved; :meth:`VideoWriter.close` flushes the audio up to the
 end of the last frame (a render cut short gets audio as long as its video).
 """
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 from fractions import Fraction
@@ -20,9 +22,38 @@ import numpy as np
 
 from engine.errors import RenderError
 
-__all__ = ["VideoWriter", "probe"]
+__all__ = ["AAC_RATES", "VideoWriter", "aac_rate", "probe", "resample"]
 
 _FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mkv": "matroska", ".mov": "mov"}
+
+#: The sample rates FFmpeg's AAC encoder opens at (any other fails with EINVAL).
+AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000,
+             7350)
+
+
+def aac_rate(sr: int) -> int:
+    """The rate AAC encodes audio of ``sr`` Hz at: ``sr`` itself when AAC supports it, else
+    48000 or 44100, whichever is the simpler ratio to ``sr`` (192 kHz -> 48 kHz, 176.4 -> 44.1,
+    1 kHz -> 48 kHz), so the resampling filter stays short."""
+    sr = int(sr)
+    if sr in AAC_RATES:
+        return sr
+
+    def cost(to: int) -> int:
+        g = math.gcd(to, sr)
+        return to // g + sr // g
+
+    return min((48000, 44100), key=cost)
+
+
+def resample(samples: np.ndarray, sr: int, to: int) -> np.ndarray:
+    """``samples`` [n, channels] (or [n]) at ``sr`` Hz as float32 at ``to`` Hz: polyphase
+    resampling with scipy's anti-aliasing FIR (``resample_poly``), the length scaled exactly."""
+    from scipy.signal import resample_poly
+
+    g = math.gcd(int(to), int(sr))
+    out = resample_poly(np.asarray(samples, np.float32), int(to) // g, int(sr) // g, axis=0)
+    return np.clip(out, -1.0, 1.0).astype(np.float32, copy=False)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -84,6 +115,11 @@ class VideoWriter:
                 if samples.ndim == 1:
                     samples = samples[:, None]
                 samples = samples[:, :2]
+                sr = int(sr)
+                if sr < 1:
+                    raise ValueError(f"bad audio sample rate {sr}")
+                if aac_rate(sr) != sr:   # e.g. 192 kHz or 1 kHz: AAC cannot open at that rate
+                    samples, sr = resample(samples, sr, aac_rate(sr)), aac_rate(sr)
                 layout = "mono" if samples.shape[1] == 1 else "stereo"
                 # planar float (channels, n), the layout AAC encodes from
                 self._samples = np.ascontiguousarray(samples.T)
