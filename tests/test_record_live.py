@@ -82,17 +82,17 @@ def test_bad_paths_are_one_line(tmp_path):
     class R:
         output_size = (16, 16)
 
-    assert r.start(tmp_path / "nowhere" / "x.mp4", R(), None) is False   # the show goes on
-    assert "nowhere" in r.state()["record_error"]
-    with pytest.raises(RenderError):
-        r.start(tmp_path / "nowhere" / "x.mp4", R(), None, required=True)
+    assert r.start("nowhere/x.mp4", R(), None) is False   # the show goes on
+    assert "bad recording name 'nowhere/x.mp4'" in r.state()["record_error"]
+    with pytest.raises(RenderError, match="nowhere"):
+        r.start_file(tmp_path / "nowhere" / "x.mp4", R(), None)
 
 
 def test_live_loop_records_from_the_start_and_by_osc(tmp_path):
     samples = np.stack([np.sin(2 * np.pi * 220 * np.arange(SR * 6) / SR) * 0.3] * 2, 1)
     src = PacedSource(samples.astype(np.float32), SR)
     port = free_port()
-    first, second = tmp_path / "first.mp4", tmp_path / "second.mkv"
+    first, second = tmp_path / "first.mp4", tmp_path / "recs" / "second.mkv"
     opts = LiveOptions(size=32, osc_port=port, headless=True, record=str(first),
                        max_seconds=60, watch=False, record_dir=str(tmp_path / "recs"))
     stop = StopFlag()
@@ -102,7 +102,7 @@ def test_live_loop_records_from_the_start_and_by_osc(tmp_path):
         try:
             wait_for(first.exists, "first recording", timeout=60)
             time.sleep(1.5)  # (small frames: the muxer writes in 32 kB blocks, so no size test)
-            sock.sendto(encode_message("/lj/record/start", [str(second)]), ("127.0.0.1", port))
+            sock.sendto(encode_message("/lj/record/start", [second.name]), ("127.0.0.1", port))
             wait_for(second.exists, "OSC recording", timeout=60)
             time.sleep(1.5)
             sock.sendto(encode_message("/lj/record/stop", []), ("127.0.0.1", port))
@@ -196,3 +196,111 @@ def test_sigterm_finalises_a_playable_recording(tmp_path):
     info = probe(out)
     assert info["frames"] > 10 and info["has_audio"]
     assert abs(info["audio_duration"] - info["duration"]) < 0.5
+
+
+# -- issue 17: odd sample rates; recordings only as new files inside --record-dir ---------------
+
+
+@pytest.mark.parametrize("sr", [192000, 384000, 1000])
+def test_live_recording_at_a_rate_aac_cannot_open_has_its_audio(tmp_path, sr):
+    """Before: the AAC stream failed to open (EINVAL, 22) and the recording did not start."""
+    ring = RingBuffer(sr * 4)
+    t = np.arange(int(2.0 * sr)) / sr
+    ring.write((0.3 * np.sin(2 * np.pi * 110 * t)).astype(np.float32))
+    path = tmp_path / "odd.mp4"
+    rec = LiveRecorder(path, (32, 32), fps=30, audio=(ring, sr), queue_frames=64)
+    for i in range(30):
+        tt = 0.5 + i / 30
+        assert rec.offer(np.full((32, 32, 3), (i * 8) % 256, np.uint8), tt, int(tt * sr))
+    rec.close()
+    assert rec.error is None and rec.encoded == 30
+    info = probe(path)
+    assert info["has_audio"] and abs(info["audio_duration"] - info["duration"]) < 0.1
+    import av
+
+    with av.open(str(path)) as c:
+        rate = c.streams.audio[0].rate
+        x = np.concatenate([f.to_ndarray()[0] for f in c.decode(c.streams.audio[0])])
+    assert rate == 48000
+    mid = x[len(x) // 4: -len(x) // 4]
+    spec = np.abs(np.fft.rfft(mid * np.hanning(len(mid))))
+    assert np.fft.rfftfreq(len(mid), 1 / rate)[int(np.argmax(spec))] == pytest.approx(110, abs=3)
+
+
+class _R:
+    output_size = (16, 16)
+
+
+def _tree(folder):
+    return {p.relative_to(folder): (p.read_bytes() if p.is_file() else None)
+            for p in sorted(folder.rglob("*"))}
+
+
+def test_remote_record_names_stay_in_the_record_dir_and_never_overwrite(tmp_path):
+    """Before: ``/lj/record/start`` took any path: it truncated an existing file anywhere and
+    ``../../`` wrote outside the show folder."""
+    recs = tmp_path / "show" / "recs"
+    recs.mkdir(parents=True)
+    victim = tmp_path / "victim.mp4"
+    victim.write_bytes(b"someone else's file")
+    (recs / "take.mp4").write_bytes(b"the earlier take")
+    r = Recording(recs)
+    r.gate.burst = r.gate.rate = 1000    # this test is about names, not the rate
+    r.gate._tokens = 1000.0
+    outside = dict(_tree(tmp_path))
+    for bad in (str(victim), "../../victim.mp4", "../x.mp4", "sub/x.mp4", "..", ".hidden.mp4",
+                "x.gif", "a\x00b.mp4", "x" * 300 + ".mp4", "take.mp4\n"):
+        assert r.start(bad, _R(), None) is False, bad
+        assert not r.active
+        assert r.last_error.startswith("recording not started: "), bad
+        assert "\n" not in r.last_error
+    assert _tree(tmp_path) == outside                      # nothing anywhere changed
+    assert r.gate.refused == 10
+    # an existing name: a fresh take beside it; the earlier one is kept byte for byte
+    assert r.start("take.mp4", _R(), None)
+    assert r.stop() == str(recs / "take-2.mp4")
+    assert (recs / "take.mp4").read_bytes() == b"the earlier take"
+    assert r.start("night", _R(), None) and r.stop() == str(recs / "night.mp4")
+    assert (recs / "night.mp4").is_file()                   # ".mp4" added to a bare name
+    # a link planted where the recorder writes is not followed
+    (recs / "trap.mp4").symlink_to(victim)
+    with pytest.raises(RenderError, match="exists"):
+        LiveRecorder(recs / "trap.mp4", (16, 16))
+    assert victim.read_bytes() == b"someone else's file"
+    assert r.start("trap.mp4", _R(), None) is False and "leaves the folder" in r.last_error
+    assert victim.read_bytes() == b"someone else's file"
+
+
+def test_record_dir_that_is_a_file_is_refused_at_start(tmp_path):
+    (tmp_path / "recs").write_text("not a folder")
+    from engine.errors import LJError
+
+    with pytest.raises(LJError, match="--record-dir .*recs: exists and is not a folder"):
+        Recording(tmp_path / "recs")
+
+
+def test_record_starts_are_rate_limited_and_capped(tmp_path, caplog):
+    clock = [0.0]
+    from engine.writegate import WriteGate
+
+    r = Recording(tmp_path, gate=WriteGate("recording", clock=lambda: clock[0]))
+    started = sum(r.start(None, _R(), None) for _ in range(200))   # a flood at one instant
+    r.stop()
+    assert started == r.gate.burst == 3
+    assert len(list(tmp_path.glob("*.mp4"))) == 3
+    assert r.gate.refused == 197
+    assert sum("recording not written" in m for m in caplog.messages) == 1   # logged once
+    clock[0] += 10.0
+    assert r.start("later.mp4", _R(), None)                # the bucket refills with time
+    r.stop()
+
+
+def test_record_from_the_command_line_keeps_an_existing_file(tmp_path):
+    """``--record FILE`` is the operator's path, but a restarted show (``--installation``) must
+    not truncate the take it recorded before the restart."""
+    take = tmp_path / "take.mp4"
+    take.write_bytes(b"the first take")
+    r = Recording(tmp_path / "recs")
+    assert r.start_file(take, _R(), None)
+    assert r.stop() == str(tmp_path / "take-2.mp4")
+    assert take.read_bytes() == b"the first take"

@@ -10,7 +10,15 @@ the sound whatever the live frame rate (frames land on a ``fps`` grid; two frame
 keep the first; a slow stretch leaves gaps, which players show as a held frame).
 
 The audio is read by the encoder thread itself from the source's ring buffer (the samples the
-show heard, from the first recorded frame's time on), so the frame loop does no audio work.
+show heard, from the first recorded frame's time on), so the frame loop does no audio work. A
+rate AAC cannot encode (192 kHz, 1 kHz...) is resampled there to
+:func:`~engine.render.record.aac_rate` by FFmpeg's streaming resampler (libswresample).
+
+A recording never replaces a file: :class:`LiveRecorder` creates its file exclusively, and
+:class:`Recording` takes what ``/lj/record/start`` sends as a file *name* inside its folder
+(``--record-dir``; a name with a folder part or ``..`` is refused), picks ``take-2.mp4`` when
+``take.mp4`` exists, and bounds how many recordings a show starts (a
+:class:`~engine.writegate.WriteGate`).
 
 A write error (disk full, file too large, a vanished directory) ends the recording with one
 message in :attr:`~LiveRecorder.error`; :class:`Recording`, the live loop's switch, logs it once
@@ -31,9 +39,11 @@ from pathlib import Path
 import av
 import numpy as np
 
-from engine.errors import RenderError
+from engine.errors import LJError, RenderError
 from engine.render.frames import FramePool
-from engine.render.record import _FORMATS, _one_line
+from engine.render.record import _FORMATS, _one_line, aac_rate
+from engine.safeio import FileRefused, check_name, child_path, unique_path
+from engine.writegate import WriteGate, check_folder
 
 __all__ = ["LiveRecorder", "Recording"]
 
@@ -64,7 +74,11 @@ class LiveRecorder:
         try:
             # FFmpeg's own file writer only reports a write error when the file is closed; through
             # a Python file a full disk raises at the next mux, so the recording stops at once.
-            self._file = open(self.path, "wb", buffering=0)
+            # "x": a new file only; an existing one (or a link placed there) is never written
+            self._file = open(self.path, "xb", buffering=0)
+        except FileExistsError:
+            raise RenderError(f"cannot record to {self.path}: the file exists (not "
+                              "replaced)") from None
         except OSError as exc:
             raise RenderError(f"cannot record to {self.path}: {_one_line(exc)}") from None
         try:
@@ -81,10 +95,17 @@ class LiveRecorder:
             vs.options = {"crf": str(int(crf)), "preset": str(preset), "tune": "zerolatency"}
             self._video = vs
             self._ring, self._sr, self._audio = None, 0, None
+            self._enc_sr, self._resampler, self._enc_pos = 0, None, 0
             if audio is not None:
                 self._ring, self._sr = audio[0], int(audio[1])
-                a = self._container.add_stream("aac", rate=self._sr, layout="mono")
-                a.time_base = Fraction(1, self._sr)
+                if self._sr < 1:
+                    raise ValueError(f"bad audio sample rate {self._sr}")
+                self._enc_sr = aac_rate(self._sr)
+                if self._enc_sr != self._sr:   # AAC cannot open at this rate: resample
+                    self._resampler = av.AudioResampler(format="fltp", layout="mono",
+                                                        rate=self._enc_sr)
+                a = self._container.add_stream("aac", rate=self._enc_sr, layout="mono")
+                a.time_base = Fraction(1, self._enc_sr)
                 self._audio = a
         except (av.FFmpegError, ValueError, TypeError) as exc:
             self._container.close()
@@ -163,6 +184,8 @@ class LiveRecorder:
             if self.error is None:
                 self._mux(self._video.encode(None))
                 if self._audio is not None:
+                    if self._resampler is not None:
+                        self._encode_resampled(None)
                     self._mux(self._audio.encode(None))
         except BaseException as exc:
             self.error = f"{self.path}: {_one_line(exc)}"
@@ -222,21 +245,40 @@ class LiveRecorder:
             af.sample_rate = self._sr
             af.pts = self._audio_pos - int(round(self._t0 * self._sr))
             af.time_base = Fraction(1, self._sr)
-            self._mux(self._audio.encode(af))
+            if self._resampler is not None:
+                self._encode_resampled(af)
+            else:
+                self._mux(self._audio.encode(af))
             self._audio_pos += n
+
+    def _encode_resampled(self, af) -> None:
+        """Through the streaming resampler (None: flush it) to the encoder; the output's pts
+        count its own samples from 0, so the audio stays on the video's clock."""
+        for out in self._resampler.resample(af):
+            out.pts = self._enc_pos
+            out.time_base = Fraction(1, self._enc_sr)
+            self._enc_pos += out.samples
+            self._mux(self._audio.encode(out))
 
 
 class Recording:
     """The live loop's record switch (``--record``, key ``r``, ``/lj/record/start|stop``).
 
-    Starting never raises into the show unless ``required`` (``--record`` at start-up, where a
-    bad path should stop ``lj run`` with one line); a recording that fails later is logged once
-    and dropped while the show goes on.
+    Files go into :attr:`folder` (``--record-dir``; LJError at once if that names a file): key
+    ``r`` and ``/lj/record/start`` without an argument pick a new ``lj-<date>-<time>-N.mp4``;
+    ``/lj/record/start NAME`` records to ``NAME`` there (``.mp4`` added when it has no
+    extension; a name with a folder part, ``..`` or an unknown extension is refused), or to
+    ``NAME-2.mp4``... when that exists. Starts go through a :class:`WriteGate` (rate and count
+    per show). :meth:`start_file` is ``--record FILE``, the operator's own path. Starting never
+    raises into the show except there; a recording that fails later is logged once and
+    dropped while the show goes on.
     """
 
-    def __init__(self, folder: str | Path = "recordings", fps: float = 30.0):
-        self.folder = Path(folder)
+    def __init__(self, folder: str | Path = "recordings", fps: float = 30.0,
+                 gate: WriteGate | None = None):
+        self.folder = check_folder(folder, "--record-dir")
         self.fps = fps
+        self.gate = gate if gate is not None else WriteGate("recording")
         self.recorder: LiveRecorder | None = None
         self.last_error = ""
 
@@ -251,14 +293,55 @@ class Recording:
             n += 1
         return self.folder / f"lj-{stamp}-{n}.mp4"
 
-    def start(self, path, renderer, source, required: bool = False) -> bool:
-        """Start recording ``renderer``'s output and ``source``'s audio to ``path`` (None: a new
-        file in :attr:`folder`). A running recording is finished first."""
+    def target(self, name) -> Path:
+        """Where a remote ``/lj/record/start name`` records: a new file in :attr:`folder`
+        (FileRefused for a name that is not one plain file name with a video extension)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if name is None or name == "":
+            return self.default_path()
+        name = check_name(str(name), "recording name")
+        ext = Path(name).suffix.lower()
+        if not ext:
+            name, ext = name + ".mp4", ".mp4"
+        elif ext not in _FORMATS:
+            raise FileRefused(f"recording name {name!r}: unknown extension {ext} (use .mp4, "
+                              ".mkv or .mov)")
+        path = child_path(self.folder, name, what="recording name")
+        if path.exists() or path.is_symlink():
+            fresh = unique_path(self.folder, path.stem, path.suffix)
+            log.info("%s exists; recording to %s instead", path.name, fresh.name)
+            path = fresh
+        return path
+
+    def start(self, name, renderer, source, required: bool = False) -> bool:
+        """Start recording ``renderer``'s output and ``source``'s audio to the file ``name``
+        inside :attr:`folder` (None: a new default name). A running recording is finished
+        first. False (logged, counted) when refused or the file cannot be opened."""
+        if not self.gate.admit():
+            self.last_error = f"recording not started: {self.gate.last_refusal}"
+            return False
+        try:
+            path = self.target(name)
+        except (LJError, OSError) as exc:
+            self.last_error = f"recording not started: {exc}"
+            self.gate.refuse(str(exc))
+            return False
+        return self._open(path, renderer, source, required)
+
+    def start_file(self, path, renderer, source) -> bool:
+        """``--record FILE``: record to the operator's ``path`` (any folder), or to a fresh
+        ``FILE-2.mp4``... beside it when it exists (a restarted show never truncates the earlier
+        take). RenderError (one line) when it cannot be opened."""
+        path = Path(path)
+        if path.exists() or path.is_symlink():
+            fresh = unique_path(path.parent, path.stem, path.suffix)
+            log.info("%s exists; recording to %s instead", path, fresh)
+            path = fresh
+        return self._open(path, renderer, source, required=True)
+
+    def _open(self, path: Path, renderer, source, required: bool) -> bool:
         self.stop()
         try:
-            if path is None:
-                self.folder.mkdir(parents=True, exist_ok=True)
-                path = self.default_path()
             ring = getattr(source, "ring", None)
             audio = (ring, source.sample_rate) if ring is not None else None
             self.recorder = LiveRecorder(path, renderer.output_size, self.fps, audio=audio)
@@ -268,6 +351,7 @@ class Recording:
             self.last_error = str(exc)
             log.error("recording not started: %s", exc)
             return False
+        self.gate.wrote()
         self.last_error = ""
         log.info("recording to %s", path)
         return True
@@ -309,4 +393,4 @@ class Recording:
         rec = self.recorder
         return {"recording": rec.path if rec is not None else "",
                 "record_dropped": rec.dropped if rec is not None else 0,
-                "record_error": self.last_error}
+                "record_error": self.last_error, "record_refused": self.gate.refused}
