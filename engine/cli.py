@@ -119,9 +119,11 @@ def _add_live(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overlay", action="store_true", help="start with the h overlay shown")
     p.add_argument("--record", metavar="FILE",
                    help="record the output as shown, with the audio, to FILE (.mp4/.mkv/.mov); "
-                        "key r and /lj/record/start|stop also record")
+                        "key r and /lj/record/start|stop also record (an existing FILE is kept: "
+                        "FILE-2.mp4...)")
     p.add_argument("--record-dir", default="recordings", metavar="DIR",
-                   help="where key r and /lj/record/start without a path record (default ./recordings)")
+                   help="where key r and /lj/record/start [NAME] record; NAME is a file name "
+                        "in DIR, never replacing a file (default ./recordings)")
     p.add_argument("--record-fps", type=_positive, default=30.0, metavar="FPS",
                    help="frame rate of recordings (default 30)")
     p.add_argument("--fixed-size", action="store_true",
@@ -135,6 +137,9 @@ def _add_live(p: argparse.ArgumentParser) -> None:
                    help="play a cue list (timed scene/preset changes; docs/mapping.md)")
     p.add_argument("--presets", metavar="DIR",
                    help="where /lj/preset/save|load keep presets (default ./presets)")
+    p.add_argument("--presets-overwrite", action="store_true",
+                   help="let /lj/preset/save and /lj/latent/save replace a preset or latent of "
+                        "the same name (default: such a save is refused)")
     p.add_argument("--installation", action="store_true",
                    help="unattended: fullscreen, no cursor, audio files loop, restart after a crash")
     p.add_argument("--log", metavar="FILE",
@@ -269,6 +274,7 @@ def _live_options(args) -> "LiveOptions":
         max_frames=args.frames, max_seconds=args.seconds, overlay=args.overlay,
         stills_dir=args.stills, cues=getattr(args, "cues", None),
         presets_dir=getattr(args, "presets", None),
+        presets_overwrite=getattr(args, "presets_overwrite", False),
         output_size=args.output_size, fit=args.fit, record=args.record,
         record_dir=args.record_dir, record_fps=args.record_fps, outputs=getattr(args, "outputs", None),
         resolution_budget=not args.fixed_size, target_fps=args.target_fps,

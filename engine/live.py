@@ -28,6 +28,7 @@ from engine.errors import ControlError
 from engine.paths import find_mapping
 from engine.session import FrameStats, Session
 from engine.show import Show
+from engine.writegate import WriteGate, check_folder
 
 log = logging.getLogger("lj.live")
 
@@ -66,6 +67,7 @@ class LiveOptions:
     overlay: bool = False
     cues: str | None = None             # a cue file (engine/cues.py)
     presets_dir: str | None = None      # default ./presets
+    presets_overwrite: bool = False     # a preset/latent save may replace one of the same name
     latents_dir: str | None = None      # default latents/ beside the mapping file
     record: str | None = None        # record the output (and audio) to this file from the start
     record_dir: str = "recordings"   # where key r / /lj/record/start without a path record to
@@ -144,7 +146,9 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
     prev = None
     source_started = False
     stats = FrameStats()
-    recording = Recording(opts.record_dir, opts.record_fps)
+    recording = Recording(opts.record_dir, opts.record_fps)   # LJError: --record-dir is a file
+    still_gate = WriteGate("still")
+    check_folder(opts.stills_dir, "--stills")
     outputs = None
     try:
         if opts.osc_port is not None:
@@ -158,7 +162,8 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
                           (opts.size, opts.size))
         declare_params(controls, session.mapping)
         controls.declare_trigger("still")
-        show = Show(session, controls, opts.presets_dir, opts.latents_dir, opts.cues)
+        show = Show(session, controls, opts.presets_dir, opts.latents_dir, opts.cues,
+                    overwrite=opts.presets_overwrite)
         controls.declare_trigger("hold")  # keep the frame on screen as the transition's start
         if server is not None and opts.oscquery_port is not None:
             query = OscQueryServer(controls, osc_port=server.port, host=opts.osc_host,
@@ -201,7 +206,7 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
         source.start()
         source_started = True
         if opts.record:
-            recording.start(opts.record, session.renderer, source, required=True)
+            recording.start_file(opts.record, session.renderer, source)
         log.info("running: %s, generator %dx%d, %s", session.mapping_path.name, session.size[1],
                  session.size[0], "headless" if window is None else "window")
         started = time.perf_counter()
@@ -291,7 +296,7 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
             if prev is not None:
                 session.draw(*prev)
                 if want_still:
-                    save_still(session.renderer, opts.stills_dir)
+                    save_still(session.renderer, opts.stills_dir, still_gate)
                     want_still = False
                 recording.frame(session.renderer, prev[1].t, source)
                 if outputs is not None:
@@ -312,7 +317,8 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
                 published = t0
                 shown = {"generator": session.generator_spec,
                          "scene": getattr(session.mapping, "scene", ""),
-                         **recording.state(), **(health or {})}
+                         **recording.state(), **still_gate.state(),
+                         **show.preset_gate.state(), **show.latent_gate.state(), **(health or {})}
                 publish_state(controls, sender, opts.health_monitor, shown, session, runner, source,
                               stats, faults, started, frame_no, sleeping)
             # Wait for the generator at most a few of its usual frame times: a generator that
@@ -470,21 +476,43 @@ def supervise(make_source, opts: LiveOptions, stop: StopFlag, delay: float = RES
             return None
 
 
-def save_still(renderer, folder: str) -> Path | None:
-    """Save the frame as shown (effects included) as ``<folder>/lj-<date>-<time>-<n>.png``."""
-    from engine.errors import RenderError
+def save_still(renderer, folder: str, gate: WriteGate | None = None) -> Path | None:
+    """Save the frame as shown (effects included) as a new ``<folder>/lj-<date>-<time>.png``
+    (``-2``, ``-3``... within one second). Never replaces a file; ``gate`` bounds how many and
+    how fast (a refusal is counted and logged once per interval). None when not saved."""
+    import io
 
-    out = Path(folder)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    n = 0
-    while (out / f"lj-{stamp}-{n}.png").exists():
-        n += 1
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        path = renderer.save_png(out / f"lj-{stamp}-{n}.png")
-    except (RenderError, OSError) as exc:
-        log.error("still not saved: %s", exc)
+    from PIL import Image
+
+    from engine.errors import RenderError
+    from engine.safeio import unique_path, write_new
+
+    if gate is not None and not gate.admit():
         return None
+    out = Path(folder)
+    try:
+        buf = io.BytesIO()
+        Image.fromarray(renderer.read(), "RGB").save(buf, format="PNG")
+        out.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for _ in range(8):   # a name taken between the look and the write: the next one
+            path = unique_path(out, f"lj-{stamp}", ".png")
+            try:
+                write_new(path, buf.getvalue())
+                break
+            except FileExistsError:
+                continue
+        else:
+            raise OSError(f"no free file name in {out}")
+    except (RenderError, OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        if gate is not None:
+            gate.refuse(f"{out}: {reason}")
+        else:
+            log.error("still not saved: %s: %s", out, reason)
+        return None
+    if gate is not None:
+        gate.wrote()
     log.info("still saved: %s", path)
     return path
 

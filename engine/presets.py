@@ -19,11 +19,14 @@ A preset is a TOML file ``<dir>/<name>.toml`` with the current keyframes beside 
 
 A latent is ``<dir>/<name>.npy``: one ``w_plus`` ``[num_layers, w_dim]``; mapping files load it
 as a keyframe by name (``keyframes = { latents = ["name"] }``). Names are letters, digits, ``_``
-and ``-`` only, so a name can never reach outside its folder. Nothing read is executed.
+and ``-`` only, so a name can never reach outside its folder. Nothing read is executed. A save
+never replaces an existing preset or latent unless the operator started ``lj run`` with
+``--presets-overwrite``; files appear whole or not at all (:mod:`engine.safeio`).
 """
 
 from __future__ import annotations
 
+import io
 import math
 import re
 import time
@@ -34,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import MappingError
+from engine.safeio import FileRefused, child_path, write_atomic, write_new
 
 NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}\Z")
 _PRESET_KEYS = {"preset": ("name", "mapping", "scene", "keyframes", "crossfade"),
@@ -75,20 +79,38 @@ def _toml_num(x: float) -> str:
     return repr(x) if math.isfinite(x) else "0.0"
 
 
-def save_preset(folder: str | Path, preset: Preset) -> Path:
-    """Write ``<folder>/<name>.toml`` (and ``.npy``); returns the TOML path."""
+def _npy_bytes(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(a, dtype=np.float32), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _refuse_existing(paths, what: str, name: str) -> None:
+    for p in paths:
+        if p.exists() or p.is_symlink():
+            raise PresetError(f"{what} {name!r} exists already ({p}); not replaced (start lj run "
+                              "with --presets-overwrite to replace saved presets and latents)")
+
+
+def save_preset(folder: str | Path, preset: Preset, overwrite: bool = False) -> Path:
+    """Write ``<folder>/<name>.toml`` (and ``.npy``); returns the TOML path.
+
+    Never replaces an existing preset unless ``overwrite`` (the operator's
+    ``--presets-overwrite``): a preset of that name is refused with PresetError and nothing is
+    written. Both files appear whole or not at all (:mod:`engine.safeio`).
+    """
     name = check_name(preset.name)
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        path = child_path(folder, name, ".toml", "preset name")
+        npy = child_path(folder, name + ".npy", what="preset name")
         lines = [f"# Latent Jockey preset, saved {time.strftime('%Y-%m-%d %H:%M:%S')}",
                  "[preset]", f"name = {_toml_str(name)}",
                  f"mapping = {_toml_str(str(Path(preset.mapping).resolve()))}"]
         if preset.scene:
             lines.append(f"scene = {_toml_str(preset.scene)}")
         if preset.keyframes is not None:
-            np.save(folder / f"{name}.npy", np.asarray(preset.keyframes, dtype=np.float32),
-                    allow_pickle=False)
             lines.append(f"keyframes = {_toml_str(name + '.npy')}")
         lines.append(f"crossfade = {_toml_num(preset.crossfade)}")
         lines += ["", "[params]"]
@@ -98,10 +120,27 @@ def save_preset(folder: str | Path, preset: Preset) -> Path:
                   "chain = [" + ", ".join(_toml_str(c) for c in preset.chain) + "]",
                   "inputs = { " + ", ".join(f"{_toml_str(k)} = {_toml_num(v)}"
                                             for k, v in preset.inputs.items()) + " }", ""]
-        path = folder / f"{name}.toml"
-        tmp = path.with_suffix(".toml.tmp")
-        tmp.write_text("\n".join(lines), encoding="utf-8")
-        tmp.replace(path)
+        text = "\n".join(lines).encode("utf-8")
+        arrays = _npy_bytes(preset.keyframes) if preset.keyframes is not None else None
+        if overwrite:
+            if arrays is not None:
+                write_atomic(npy, arrays)
+            write_atomic(path, text)
+            return path
+        _refuse_existing((path, npy) if arrays is not None else (path,), "preset", name)
+        if arrays is not None:
+            write_new(npy, arrays)
+        try:
+            write_new(path, text)
+        except BaseException:
+            if arrays is not None:
+                npy.unlink(missing_ok=True)   # ours: written just above
+            raise
+    except FileExistsError:
+        raise PresetError(f"preset {name!r} exists already in {folder}; not replaced (start "
+                          "lj run with --presets-overwrite to replace saved presets)") from None
+    except FileRefused as e:
+        raise PresetError(f"cannot save preset {name!r}: {e}") from None
     except OSError as e:
         raise PresetError(f"cannot save preset {name!r} in {folder}: {e.strerror or e}") from None
     return path
@@ -184,14 +223,26 @@ def read_array(path: Path, ndim: tuple[int, ...] = (1, 2, 3)) -> np.ndarray:
     return a
 
 
-def save_latent(folder: str | Path, name: str, w_plus: np.ndarray) -> Path:
-    """Save one ``w_plus`` as ``<folder>/<name>.npy``."""
+def save_latent(folder: str | Path, name: str, w_plus: np.ndarray,
+                overwrite: bool = False) -> Path:
+    """Save one ``w_plus`` as ``<folder>/<name>.npy``; an existing latent of that name is
+    refused (PresetError) unless ``overwrite`` (the operator's ``--presets-overwrite``)."""
     name = check_name(name, "latent")
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{name}.npy"
-        np.save(path, np.asarray(w_plus, dtype=np.float32), allow_pickle=False)
+        path = child_path(folder, name, ".npy", "latent name")
+        data = _npy_bytes(w_plus)
+        if overwrite:
+            write_atomic(path, data)
+        else:
+            _refuse_existing((path,), "latent", name)
+            write_new(path, data)
+    except FileExistsError:
+        raise PresetError(f"latent {name!r} exists already in {folder}; not replaced (start "
+                          "lj run with --presets-overwrite to replace saved latents)") from None
+    except FileRefused as e:
+        raise PresetError(f"cannot save latent {name!r}: {e}") from None
     except OSError as e:
         raise PresetError(f"cannot save latent {name!r} in {folder}: {e.strerror or e}") from None
     return path

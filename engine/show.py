@@ -24,6 +24,7 @@ from engine.mapping.compile import Mapping
 from engine.mapping.scenes import FadingMapping, LatentHold
 from engine.mapping.spec import LATENT_DIR, Crossfade, CueSpec
 from engine.presets import Preset, load_latent, load_preset, save_latent, save_preset
+from engine.writegate import WriteGate, check_folder
 
 log = logging.getLogger("lj.show")
 
@@ -70,14 +71,21 @@ class Show:
     ``presets_dir``: where presets are saved and looked up (default ``./presets``);
     ``latents_dir``: where latents are saved (default ``latents/`` beside the mapping file, the
     folder mapping files read ``keyframes = { latents = [...] }`` from); ``cues``: a cue file.
+    ``overwrite`` (``--presets-overwrite``): a save may replace a preset or latent of the same
+    name; without it such a save is refused. Saves go through a :class:`WriteGate` each (rate and
+    count bounded; refusals counted and logged once per interval, never raised).
     """
 
     def __init__(self, session, controls=None, presets_dir: str | Path | None = None,
-                 latents_dir: str | Path | None = None, cues: str | Path | CueSpec | None = None):
+                 latents_dir: str | Path | None = None, cues: str | Path | CueSpec | None = None,
+                 overwrite: bool = False):
         self.session = session
         self.controls = controls
-        self.presets_dir = Path(presets_dir) if presets_dir else Path("presets")
-        self._latents_dir = Path(latents_dir) if latents_dir else None
+        self.presets_dir = check_folder(presets_dir or "presets", "--presets")
+        self._latents_dir = check_folder(latents_dir, "latents") if latents_dir else None
+        self.overwrite = bool(overwrite)
+        self.preset_gate = WriteGate("preset")
+        self.latent_gate = WriteGate("latent")
         spec = load_cue_file(cues) if isinstance(cues, (str, Path)) else cues
         self.cues = CueTimer(spec) if spec is not None else None
         self._cue_clock = spec.clock if spec is not None else "audio"
@@ -179,9 +187,25 @@ class Show:
                       params=values, chain=list(m.shader_chain),
                       inputs=dict(last.uniforms) if last is not None else {})
 
-    def save_preset(self, name: str) -> Path:
-        path = save_preset(self.presets_dir, self.current_preset(name))
-        log.info("preset saved: %s", path)
+    def save_preset(self, name: str) -> Path | None:
+        """Save the show's state as preset ``name``; None (counted, logged once per interval,
+        the last error set) when refused: a bad or existing name, too many, too fast."""
+        return self._save(self.preset_gate, "preset",
+                          lambda: save_preset(self.presets_dir, self.current_preset(name),
+                                              overwrite=self.overwrite))
+
+    def _save(self, gate: WriteGate, what: str, write) -> Path | None:
+        if not gate.admit():
+            self.session.last_error = f"{what} not saved: {gate.last_refusal}"
+            return None
+        try:
+            path = write()
+        except LJError as exc:
+            gate.refuse(str(exc))
+            self.session.last_error = str(exc)
+            return None
+        gate.wrote()
+        log.info("%s saved: %s", what, path)
         return path
 
     def load_preset(self, name: str) -> None:
@@ -198,9 +222,10 @@ class Show:
         if last is None:
             self._report(LJError("no frame yet: nothing to save"))
             return None
-        path = save_latent(self.latents_dir, name, last.w_plus)
-        log.info("latent saved: %s", path)
-        return path
+        w_plus = last.w_plus
+        return self._save(self.latent_gate, "latent",
+                          lambda: save_latent(self.latents_dir, name, w_plus,
+                                              overwrite=self.overwrite))
 
     def recall_latent(self, name: str) -> None:
         s = self.session

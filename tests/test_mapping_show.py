@@ -321,3 +321,81 @@ def test_live_loop_scene_and_preset_commands_over_osc(tmp_path):
     preset = load_preset(tmp_path / "presets", "live")
     assert preset.scene == "b" and preset.mapping == str(mapping.resolve())
     assert stats.controls.stats["bad_values"] == 0
+
+
+# -- issue 17 item 4: saves never replace a file unless asked, stay in their folder, are bounded --
+
+
+def _files(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir()} if folder.exists() else {}
+
+
+def test_a_preset_saved_again_under_its_name_is_refused_unless_the_operator_allows_it(rig):
+    """Before: ``/lj/preset/save night`` silently replaced the operator's prepared preset."""
+    session, show, _, frames, tmp_path = rig
+    frames(5)
+    first = show.save_preset("night")
+    kept = _files(tmp_path / "presets")
+    assert set(kept) == {"night.toml", "night.npy"}
+    frames(30)
+    show.command("/lj/preset/save", "night")
+    assert "preset 'night' exists already" in session.last_error
+    assert "--presets-overwrite" in session.last_error
+    assert _files(tmp_path / "presets") == kept                  # byte for byte
+    assert show.preset_gate.refused == 1 and show.preset_gate.written == 1
+    # the operator opted in on the command line: a re-save replaces it, whole
+    show2 = Show(session, presets_dir=tmp_path / "presets", overwrite=True)
+    show2.key("2")                                               # scene b: other keyframes
+    frames(40)
+    assert show2.save_preset("night") == first
+    now = _files(tmp_path / "presets")
+    assert set(now) == {"night.toml", "night.npy"} and now["night.npy"] != kept["night.npy"]
+    again = load_preset(tmp_path / "presets", "night")
+    assert again.scene == "b"
+    np.testing.assert_array_equal(again.keyframes, np.asarray(session.mapping.keyframes,
+                                                              np.float32))
+
+
+def test_a_latent_saved_again_under_its_name_is_refused(rig):
+    session, show, _, frames, tmp_path = rig
+    frames(5)
+    show.save_latent("dawn")
+    kept = _files(tmp_path / "latents")
+    show.key("2")
+    frames(60)
+    assert show.save_latent("dawn") is None
+    assert "latent 'dawn' exists already" in session.last_error
+    assert _files(tmp_path / "latents") == kept
+    assert Show(session, latents_dir=tmp_path / "latents", overwrite=True).save_latent("dawn")
+    assert _files(tmp_path / "latents")["dawn.npy"] != kept["dawn.npy"]
+
+
+def test_a_flood_of_preset_names_writes_a_bounded_number_of_files(rig, caplog):
+    """Before: 2,000 ``/lj/preset/save`` names made 3,736 files in 6.5 s, a log line each."""
+    session, show, _, frames, tmp_path = rig
+    frames(2)
+    caplog.clear()
+    t0 = time.monotonic()
+    for i in range(2000):
+        show.command("/lj/preset/save", f"junk{i}")
+    for name in ("../escape", "a/b", ".hidden", "x" * 200):
+        show.command("/lj/preset/save", name)
+    elapsed = time.monotonic() - t0
+    gate = show.preset_gate
+    files = list((tmp_path / "presets").iterdir())
+    allowed = gate.burst + gate.rate * elapsed + 1
+    assert gate.written <= allowed and len(files) == 2 * gate.written   # .toml + .npy each
+    assert gate.written + gate.refused == 2004
+    assert not (tmp_path / "escape.toml").exists() and not list(tmp_path.glob("*.npy"))
+    logged = [m for m in caplog.messages if "preset not written" in m]
+    assert 1 <= len(logged) <= elapsed / 5.0 + 2                 # once per interval
+    frames(2)                                                    # the show goes on
+
+
+def test_presets_folder_that_is_a_file_is_refused(rig):
+    from engine.errors import LJError
+
+    session, _, _, _, tmp_path = rig
+    (tmp_path / "plain").write_text("a file")
+    with pytest.raises(LJError, match="--presets .*plain: exists and is not a folder"):
+        Show(session, presets_dir=tmp_path / "plain")
