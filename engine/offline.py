@@ -25,8 +25,11 @@ def render_song(samples: np.ndarray, sr: int, out_path: str | Path, *, mapping_p
     frame. Returns a summary: frames, seconds of audio, wall seconds.
 
     The video is written to a hidden temporary file beside ``out_path`` and moved into place
-    only when the render finished: a failed or interrupted render leaves no file of its own and
-    an earlier file at ``out_path`` untouched; a finished one replaces it (the operator named it).
+    only when the render finished; a finished render replaces an earlier file (the operator
+    named it). A render that fails leaves no file of its own and an earlier ``out_path``
+    untouched. One interrupted (Ctrl-C, SIGTERM: the writer still finalises what was encoded)
+    keeps its playable part: at ``out_path`` when that is free, else beside it as
+    ``<name>.partial.mp4``, so an earlier full render is never replaced by a part.
     """
     out_path = _check_output(Path(out_path))
     tmp = out_path.with_name(f".{out_path.stem}.lj-render-{os.getpid()}{out_path.suffix}")
@@ -35,11 +38,37 @@ def render_song(samples: np.ndarray, sr: int, out_path: str | Path, *, mapping_p
                           size=size, fps=fps, render_scale=render_scale, progress=progress,
                           max_seconds=max_seconds)
         os.replace(tmp, out_path)
+    except KeyboardInterrupt:
+        _keep_partial(tmp, out_path)
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     summary["path"] = str(out_path)
     return summary
+
+
+def _keep_partial(tmp: Path, out_path: Path) -> None:
+    """An interrupted render's finalised part: to ``out_path`` if free, else a new name beside."""
+    import logging
+
+    from engine.safeio import unique_path
+
+    if not tmp.exists() or tmp.stat().st_size == 0:
+        tmp.unlink(missing_ok=True)
+        return
+    try:
+        os.link(tmp, out_path)            # only if no file has that name
+        dest = out_path
+    except FileExistsError:
+        dest = unique_path(out_path.parent, f"{out_path.stem}.partial", out_path.suffix)
+        os.replace(tmp, dest)
+        logging.getLogger("lj.render").warning(
+            "render interrupted: %s kept as it was; the part rendered is %s", out_path, dest)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        return
+    tmp.unlink(missing_ok=True)
 
 
 def _check_output(path: Path) -> Path:

@@ -462,7 +462,14 @@ def test_ctrl_c_during_a_render_leaves_a_playable_file(tmp_path):
     video = tmp_path / "cut.mp4"
     proc = run_cli("render", str(song), "-o", str(video), "--size", "64", "-q")
     deadline = time.monotonic() + 60
-    while (not video.exists() or video.stat().st_size < 2000) and time.monotonic() < deadline:
+
+    def rendered():  # lj render writes a hidden file beside the output until it is done
+        try:
+            return sum(p.stat().st_size for p in tmp_path.glob(".cut.lj-render-*.mp4"))
+        except FileNotFoundError:   # moved into place just now: the render finished
+            return 0
+
+    while rendered() < 2000 and time.monotonic() < deadline:
         time.sleep(0.1)
     time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
@@ -473,3 +480,4 @@ def test_ctrl_c_during_a_render_leaves_a_playable_file(tmp_path):
     assert 0 < info["frames"] < 900
     assert info["has_audio"]
     assert info["audio_duration"] == pytest.approx(info["duration"], abs=0.2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.mp4", "song.wav"]  # no temp left

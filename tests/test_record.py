@@ -168,8 +168,14 @@ class Boom(Exception):
     pass
 
 
-@pytest.mark.parametrize("fail", [Boom, KeyboardInterrupt])
-def test_a_failed_render_keeps_the_earlier_file_and_leaves_no_temp(tmp_path, fail):
+def _fail_at(frame, exc):
+    def progress(done, total):
+        if done == frame:
+            raise exc()
+    return progress
+
+
+def test_a_failed_render_keeps_the_earlier_file_and_leaves_no_temp(tmp_path):
     """Before: the output was opened (truncated) first, so a render that failed in the frame loop
     left a 0-byte or half-written file where the earlier render was."""
     from engine.offline import render_song
@@ -178,13 +184,9 @@ def test_a_failed_render_keeps_the_earlier_file_and_leaves_no_temp(tmp_path, fai
     render_song(song(SR, 0.5), SR, out, size=32, fps=10)
     earlier = out.read_bytes()
     assert len(earlier) > 1000
-
-    def progress(done, total):
-        if done == 3:
-            raise fail()
-
-    with pytest.raises(fail):
-        render_song(song(SR, 1.0, hz=440.0), SR, out, size=32, fps=10, progress=progress)
+    with pytest.raises(Boom):
+        render_song(song(SR, 1.0, hz=440.0), SR, out, size=32, fps=10,
+                    progress=_fail_at(3, Boom))
     assert out.read_bytes() == earlier
     assert sorted(p.name for p in tmp_path.iterdir()) == ["show.mp4"]
     # a render that finishes replaces it (the operator named the file)
@@ -205,3 +207,21 @@ def test_a_render_that_cannot_start_names_the_output_and_writes_nothing(tmp_path
         render_song(song(SR, 0.5), SR, tmp_path / "keep.gif", size=32, fps=10)
     assert out.read_bytes() == b"earlier render"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml", "keep.mp4"]
+
+
+def test_an_interrupted_render_keeps_its_part_but_never_over_an_earlier_render(tmp_path):
+    """Ctrl-C keeps what was rendered, playable (test_faults does it through the CLI), at the
+    named path when it is free; an earlier render there stays as it was, the part goes beside."""
+    from engine.offline import render_song
+
+    out = tmp_path / "cut.mp4"
+    with pytest.raises(KeyboardInterrupt):
+        render_song(song(SR, 2.0), SR, out, size=32, fps=10, progress=_fail_at(5, KeyboardInterrupt))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.mp4"]
+    assert 0 < probe(out)["frames"] < 20
+    earlier = out.read_bytes()
+    with pytest.raises(KeyboardInterrupt):
+        render_song(song(SR, 2.0), SR, out, size=32, fps=10, progress=_fail_at(5, KeyboardInterrupt))
+    assert out.read_bytes() == earlier
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.mp4", "cut.partial.mp4"]
+    assert 0 < probe(tmp_path / "cut.partial.mp4")["frames"] < 20
