@@ -58,17 +58,22 @@ def _keep_partial(tmp: Path, out_path: Path) -> None:
         tmp.unlink(missing_ok=True)
         return
     try:
-        os.link(tmp, out_path)            # only if no file has that name
-        dest = out_path
-    except FileExistsError:
+        try:
+            os.link(tmp, out_path)            # only if no file has that name
+            tmp.unlink()
+            return
+        except FileExistsError:
+            pass
+        except OSError:                       # no hard links here (FAT, exFAT): look, then move
+            if not (out_path.exists() or out_path.is_symlink()):
+                os.replace(tmp, out_path)
+                return
         dest = unique_path(out_path.parent, f"{out_path.stem}.partial", out_path.suffix)
         os.replace(tmp, dest)
         logging.getLogger("lj.render").warning(
             "render interrupted: %s kept as it was; the part rendered is %s", out_path, dest)
     except OSError:
         tmp.unlink(missing_ok=True)
-        return
-    tmp.unlink(missing_ok=True)
 
 
 def _check_output(path: Path) -> Path:
