@@ -26,6 +26,7 @@ Errors are :class:`FileRefused` (an :class:`~engine.errors.LJError`: one line, n
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -265,9 +266,29 @@ def write_new(path: str | Path, data: bytes) -> Path:
     tmp = _write_tmp(path, data)
     try:
         os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError as e:  # no hard links here (FAT/exFAT USB sticks, some network shares)
+        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+        _write_exclusive(path, data)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _write_exclusive(path: Path, data: bytes) -> None:
+    """Create ``path`` with ``O_EXCL`` and write ``data``; a failed write leaves no file behind."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except BaseException:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        raise
+    os.close(fd)
 
 
 def write_atomic(path: str | Path, data: bytes) -> Path:
