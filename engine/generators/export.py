@@ -136,6 +136,7 @@ def load_safetensors(path: str | Path, memory_limit: int | None = None):
         path = path.with_suffix(".safetensors")
     if not path.exists():
         raise ModelError(path, "no such model file")
+    check_header(path)  # before anything is built: not a FIFO, a bounded header
     meta = read_sidecar(path)
     cls = network_class(meta["family"], path)
     kwargs = meta["init_kwargs"]
@@ -147,7 +148,6 @@ def load_safetensors(path: str | Path, memory_limit: int | None = None):
                                         f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
     if need > limit:
         raise ModelError(path, f"the generator needs {_gb(need)} of memory, more than the {_gb(limit)} available")
-    check_header(path)
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
