@@ -16,6 +16,7 @@ import math
 import tomllib
 from pathlib import Path
 
+from engine import safeio
 from engine.errors import MappingError
 from engine.mapping.spec import CueEntry, CueSpec, LineIndex, MAX_TEXT, _SpecParser
 
@@ -78,7 +79,9 @@ def parse_cue_file(text: str, path: str | Path = "<string>") -> CueSpec:
     if len(text) > MAX_TEXT:
         raise MappingError("cue file is too large", path)
     try:
-        data = tomllib.loads(text)
+        data = safeio.toml_loads(text, path)
+    except safeio.FileRefused as e:  # nested too deep (checked before parsing)
+        raise MappingError(e.reason, path) from None
     except tomllib.TOMLDecodeError as e:
         raise MappingError(f"TOML syntax error: {getattr(e, 'msg', e)}", path,
                            getattr(e, "lineno", None)) from None
@@ -99,10 +102,15 @@ def parse_cue_file(text: str, path: str | Path = "<string>") -> CueSpec:
 
 
 def load_cue_file(path: str | Path) -> CueSpec:
+    """Read a cue file: a regular file of at most ``safeio.LIMITS["cues"]`` bytes."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise MappingError(f"cannot read cue file: {getattr(e, 'strerror', None) or e}",
-                           p) from None
-    return parse_cue_file(text, p)
+        text = safeio.read_text(p, safeio.LIMITS["cues"], "cue file")
+    except FileNotFoundError:
+        raise MappingError("cue file not found", p) from None
+    except safeio.FileRefused as e:
+        raise MappingError(e.reason, p) from None
+    try:
+        return parse_cue_file(text, p)
+    except (RecursionError, MemoryError):
+        raise MappingError("cue file is too deep or too large to check", p) from None

@@ -22,6 +22,10 @@ as a keyframe by name (``keyframes = { latents = ["name"] }``). Names are letter
 and ``-`` only, so a name can never reach outside its folder. Nothing read is executed. A save
 never replaces an existing preset or latent unless the operator started ``lj run`` with
 ``--presets-overwrite``; files appear whole or not at all (:mod:`engine.safeio`).
+
+Reading is bounded (see :mod:`engine.safeio`): a preset's TOML is at most
+``safeio.LIMITS["preset"]`` bytes and :data:`engine.safeio.MAX_DEPTH` levels deep, a ``.npy``
+array at most :data:`MAX_ARRAY_BYTES`; only regular files are read (a FIFO never blocks).
 """
 
 from __future__ import annotations
@@ -36,10 +40,13 @@ from pathlib import Path
 
 import numpy as np
 
+from engine import safeio
 from engine.errors import MappingError
 from engine.safeio import FileRefused, child_path, write_atomic, write_new
 
 NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}\Z")
+#: Largest ``.npy`` file read as keyframes or a latent (a w_plus is ~36 KB).
+MAX_ARRAY_BYTES = 16 << 20
 _PRESET_KEYS = {"preset": ("name", "mapping", "scene", "keyframes", "crossfade"),
                 "params": None, "shaders": ("chain", "inputs")}
 
@@ -151,11 +158,12 @@ def load_preset(folder: str | Path, name: str) -> Preset:
     name = check_name(name)
     path = Path(folder) / f"{name}.toml"
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = safeio.read_text(path, safeio.LIMITS["preset"], "preset")
+        data = safeio.toml_loads(text, path)
     except FileNotFoundError:
         raise PresetError(f"no preset {name!r}", path) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise PresetError(f"cannot read preset: {e}", path) from None
+    except safeio.FileRefused as e:  # too large, too deep, not a regular file, not UTF-8
+        raise PresetError(e.reason, path) from None
     except tomllib.TOMLDecodeError as e:
         raise PresetError(f"TOML syntax error: {getattr(e, 'msg', e)}", path,
                           getattr(e, "lineno", None)) from None
@@ -210,9 +218,12 @@ def load_preset(folder: str | Path, name: str) -> Preset:
 def read_array(path: Path, ndim: tuple[int, ...] = (1, 2, 3)) -> np.ndarray:
     """A finite float32 array from a ``.npy`` file (never unpickled)."""
     try:
-        a = np.load(path, allow_pickle=False)
+        data = safeio.read_bytes(path, MAX_ARRAY_BYTES, ".npy array")
+        a = _npy_array(data, path)
     except FileNotFoundError:
         raise PresetError(f"{path} not found") from None
+    except safeio.FileRefused as e:
+        raise PresetError(str(e)) from None
     except (OSError, ValueError, EOFError) as e:
         raise PresetError(f"{path} is not a readable .npy array ({e})") from None
     if a.dtype.kind not in "fiu" or a.ndim not in ndim or a.size == 0:
@@ -221,6 +232,26 @@ def read_array(path: Path, ndim: tuple[int, ...] = (1, 2, 3)) -> np.ndarray:
     if not np.all(np.isfinite(a)):
         raise PresetError(f"{path} holds NaN or infinite values")
     return a
+
+
+def _npy_array(data: bytes, path: Path) -> np.ndarray:
+    """``np.load`` of ``data`` once its header's shape is known to fit the bytes there.
+
+    A header may claim any shape, and numpy allocates it before it finds the data missing;
+    checking first keeps a 100-byte file from asking for terabytes."""
+    buf = io.BytesIO(data)
+    fmt = np.lib.format
+    version = fmt.read_magic(buf)
+    header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+    shape, _, dtype = header(buf)
+    if dtype.hasobject or dtype.itemsize == 0:
+        raise ValueError(f"holds {dtype}, not numbers")
+    need = math.prod(shape) * dtype.itemsize
+    if need != len(data) - buf.tell():
+        raise ValueError(f"its header says {list(shape)} {dtype} ({need} bytes), the file holds "
+                         f"{len(data) - buf.tell()}")
+    buf.seek(0)
+    return np.load(buf, allow_pickle=False)
 
 
 def save_latent(folder: str | Path, name: str, w_plus: np.ndarray,

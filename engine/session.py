@@ -9,6 +9,11 @@ mapping therefore give the same frames either way.
 
 Both loops are pipelined: the generator works on frame N (on its own thread) while frame N-1 goes
 through the shader chain and out.
+
+Mappings, presets and generators given while the show runs load on a background thread
+(:class:`BackgroundLoad`): one at a time, the latest request wins, and a load still running after
+:data:`RELOAD_TIMEOUT_S` (mappings, presets) or :data:`GENERATOR_TIMEOUT_S` (models) is reported
+as timed out and abandoned, so the next request starts at once and the last good state stays.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +40,13 @@ log = logging.getLogger("lj.session")
 
 HOP = 512
 N_FFT = 2048
+#: Seconds a mapping or preset load (read + compile) may take before it is abandoned.
+RELOAD_TIMEOUT_S = 20.0
+#: Seconds a generator load (read a model, build it, recompile the mapping) may take.
+GENERATOR_TIMEOUT_S = 180.0
+#: Abandoned loads still running (a thread cannot be stopped); beyond this many, new loads of
+#: that kind are refused until one ends, so a file that hangs every load cannot pile up threads.
+MAX_STUCK = 4
 
 
 class ArrayReader:
@@ -167,6 +180,89 @@ class FrameStats:
         return self.frames / self.total_s if self.total_s > 0 else 0.0
 
 
+class BackgroundLoad:
+    """One background load at a time, the latest request wins, and none may block the next.
+
+    :meth:`request` starts ``fn`` on a thread, or queues it while another runs (replacing any
+    queued one). :meth:`take` (between frames) returns what the finished load's ``fn`` returned.
+    A load still running ``timeout_s`` after it started is *abandoned*: ``timeout_error(key)``
+    becomes its result, the request generation moves on (so its late result is discarded when
+    it comes, after ``discard(result)`` may free it) and the queued request starts at once.
+    ``fn`` must catch its own errors and return them as its result.
+    """
+
+    def __init__(self, name: str, timeout_s: float, timeout_error, discard=None):
+        self.name, self.timeout_s, self.timeout_error = name, float(timeout_s), timeout_error
+        self.discard = discard
+        self._lock = threading.Lock()
+        self._generation = 0
+        self._thread: threading.Thread | None = None
+        self._key = None
+        self._started = 0.0
+        self._queued = None
+        self._stuck: list[threading.Thread] = []
+        self.pending = None
+
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def request(self, key, fn) -> None:
+        self.expire()
+        if self.busy():
+            self._queued = (key, fn)  # the latest request wins
+            return
+        self._start(key, fn)
+
+    def take(self):
+        """The result of the finished load, or None; a queued request starts now."""
+        self.expire()
+        with self._lock:
+            pending, self.pending = self.pending, None
+        if self._queued is not None and not self.busy():
+            (key, fn), self._queued = self._queued, None
+            self._start(key, fn)
+        return pending
+
+    def expire(self) -> None:
+        """Abandon the running load if it has run past ``timeout_s``."""
+        if not self.busy() or time.monotonic() - self._started <= self.timeout_s:
+            return
+        with self._lock:
+            self._generation += 1
+            self._stuck.append(self._thread)
+            self._thread = None
+            self.pending = self._key, self.timeout_error(self._key)
+        log.warning("%s load of %s timed out after %g s; abandoned", self.name, self._key,
+                  self.timeout_s)
+
+    def _start(self, key, fn) -> None:
+        self._stuck = [t for t in self._stuck if t.is_alive()]
+        if len(self._stuck) >= MAX_STUCK:
+            with self._lock:
+                self.pending = key, LJError(f"{key}: not loaded: {len(self._stuck)} earlier "
+                                            f"{self.name} loads are still stuck")
+            return
+        with self._lock:
+            self._generation += 1
+            generation = self._generation
+
+        def work():
+            result = fn()
+            with self._lock:
+                current = generation == self._generation
+                if current:
+                    self.pending = result
+            if not current:  # abandoned: too late, dropped
+                log.warning("%s load of %s finished after it was abandoned; ignored", self.name,
+                            key)
+                if self.discard is not None:
+                    self.discard(result)
+
+        self._key, self._started = key, time.monotonic()
+        self._thread = threading.Thread(target=work, name=f"lj-{self.name}-loader", daemon=True)
+        self._thread.start()
+
+
 class Session:
     """The engine's stages for one audio stream: analysis, mapping, generator, renderer.
 
@@ -203,13 +299,14 @@ class Session:
         self.renderer = None
         self._audio: dict[str, float] = {}  # the audio uniforms, updated in place each frame
         self._heard = None                  # (reader, position) of the last params_at
-        self._pending_mapping = None
-        self._queued: Path | None = None
-        self._loader: threading.Thread | None = None
+        self.mapping_loads = BackgroundLoad("mapping", RELOAD_TIMEOUT_S, lambda path: MappingError(
+            f"loading timed out after {self.mapping_loads.timeout_s:g} s; abandoned, keeping the "
+            "last good mapping", path))
+        self.generator_loads = BackgroundLoad("generator", GENERATOR_TIMEOUT_S, lambda spec: (
+            GeneratorError(f"{spec}: loading timed out after {self.generator_loads.timeout_s:g} "
+                           "s; abandoned, keeping the current generator")),
+            discard=_close_runner)
         self.last_error: str | None = None
-        self._pending_generator = None
-        self._queued_generator: str | None = None
-        self._generator_loader: threading.Thread | None = None
         # show state (engine/show.py): the last frame's params, a held latent, preset uniforms
         self.last_params: FrameParams | None = None
         self.latent_hold = None
@@ -258,15 +355,18 @@ class Session:
                              audio_uniforms(self.analysis.features, self._audio))
 
     # -- live reloads ---------------------------------------------------------------------------
+    @property
+    def _pending_mapping(self):
+        """The finished mapping load not yet applied (None while none is)."""
+        return self.mapping_loads.pending
+
     def request_reload(self, path: str | Path | None = None, preset=None) -> None:
         """Compile a mapping file off the frame loop; :meth:`apply_reload` swaps it in later.
 
         ``preset`` (an :class:`engine.presets.Preset`) compiles its mapping with its keyframes,
-        chain and scene, and swaps it in with its crossfade (see engine/show.py)."""
+        chain and scene, and swaps it in with its crossfade (see engine/show.py). A load that
+        takes longer than ``mapping_loads.timeout_s`` (:data:`RELOAD_TIMEOUT_S`) is abandoned."""
         path = Path(path) if path else self.mapping_path
-        if self._loader is not None and self._loader.is_alive():
-            self._queued = (path, preset) if preset else path  # the latest request wins
-            return
 
         def work():
             try:
@@ -276,24 +376,19 @@ class Session:
                     result = compile_preset(preset, self.space, self.sr, HOP)
                 else:
                     result = compile_file(path, self.space, self.sr)
-                self._pending_mapping = (path, result, preset)
+                return (path, result, preset)
             except LJError as exc:
-                self._pending_mapping = (path, exc)
+                return (path, exc)
             except Exception as exc:  # never let a bad file reach the frame loop as a crash
-                self._pending_mapping = (path, MappingError(f"cannot load mapping: {exc}", path))
+                return (path, MappingError(f"cannot load mapping: {exc}", path))
 
-        self._loader = threading.Thread(target=work, name="lj-mapping-loader", daemon=True)
-        self._loader.start()
+        self.mapping_loads.request(path, work)
 
     def apply_reload(self) -> bool:
         """Between frames: swap in a freshly compiled mapping, or report why not. True if swapped."""
-        pending, self._pending_mapping = self._pending_mapping, None
+        pending = self.mapping_loads.take()
         if pending is None:
             return False
-        if self._queued is not None:
-            queued, self._queued = self._queued, None
-            self._loader = None
-            self.request_reload(*(queued if isinstance(queued, tuple) else (queued,)))
         path, result, *rest = pending
         preset = rest[0] if rest else None
         if isinstance(result, Exception):
@@ -324,12 +419,15 @@ class Session:
         return True
 
     # -- generator hot-swap --------------------------------------------------------------------
+    @property
+    def _pending_generator(self):
+        return self.generator_loads.pending
+
     def request_generator(self, spec: str) -> None:
         """Load generator ``spec`` on a loader thread (model, latent space, the current mapping
-        recompiled for it, a runner); :meth:`apply_generator` swaps it in between frames."""
-        if self._generator_loader is not None and self._generator_loader.is_alive():
-            self._queued_generator = spec  # the latest request wins
-            return
+        recompiled for it, a runner); :meth:`apply_generator` swaps it in between frames. A load
+        that takes longer than ``generator_loads.timeout_s`` (:data:`GENERATOR_TIMEOUT_S`) is
+        abandoned."""
         req_size = self.size
 
         def work():
@@ -338,26 +436,21 @@ class Session:
                 space = gen.latent_space()
                 mapping = compile_file(self.mapping_path, space, self.sr)
                 runner = GeneratorRunner(gen, device=self.device, threaded=self.threaded)
-                self._pending_generator = (spec, (gen, space, mapping, runner))
+                return (spec, (gen, space, mapping, runner))
             except LJError as exc:
-                self._pending_generator = (spec, exc)
+                return (spec, exc)
             except Exception as exc:  # a bad model must never reach the frame loop as a crash
                 msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                self._pending_generator = (spec, GeneratorError(f"{spec}: cannot load: {msg}"))
+                return (spec, GeneratorError(f"{spec}: cannot load: {msg}"))
 
-        self._generator_loader = threading.Thread(target=work, name="lj-generator-loader", daemon=True)
-        self._generator_loader.start()
+        self.generator_loads.request(spec, work)
 
     def apply_generator(self) -> bool:
         """Between frames: swap in a loaded generator, or log why not and keep the current one.
         True if swapped (the caller should re-declare parameters and drop the previous frame)."""
-        pending, self._pending_generator = self._pending_generator, None
+        pending = self.generator_loads.take()
         if pending is None:
             return False
-        if self._queued_generator is not None:
-            queued, self._queued_generator = self._queued_generator, None
-            self._generator_loader = None
-            self.request_generator(queued)
         spec, result = pending
         if isinstance(result, Exception):
             self.last_error = str(result)
@@ -382,6 +475,16 @@ class Session:
 
     def close(self) -> None:
         self.runner.close()
+
+
+def _close_runner(result) -> None:
+    """Free what a generator load that came too late built (its runner's thread)."""
+    loaded = result[1] if isinstance(result, tuple) and len(result) == 2 else None
+    if isinstance(loaded, tuple) and len(loaded) == 4:
+        try:
+            loaded[3].close()
+        except Exception as exc:  # freeing must not raise on the loader thread
+            log.debug("abandoned generator not closed: %s", exc)
 
 
 AUDIO_UNIFORMS = ("bass", "mid", "treb", "bass_att", "mid_att", "treb_att", "level", "flux", "onset")

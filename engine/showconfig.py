@@ -4,7 +4,9 @@ Every key is the long name of an ``lj run`` option (``osc-port`` or ``osc_port``
 it would take on the command line; options given on the command line win over the file. A
 ``[schedule]`` table may hold the on/off hours as ``hours = [...]``. Relative paths to read
 (``mapping``, ``audio``, a cue file) are taken relative to the file's folder when the file they
-name is there; relative paths to write (``log``, ``stills``) always are. The file is read with :mod:`tomllib` and never executed::
+name is there; relative paths to write (``log``, ``stills``) always are. The file is read with :mod:`tomllib` and never executed
+(a regular file of at most ``safeio.LIMITS["config"]`` bytes, nested at most
+:data:`engine.safeio.MAX_DEPTH` deep, else one ``ConfigError`` line)::
 
     installation = true
     input = "USB Audio"
@@ -23,6 +25,7 @@ import argparse
 import tomllib
 from pathlib import Path
 
+from engine import safeio
 from engine.errors import LJError
 
 #: Keys that name files to read: relative to the config file's folder when the file is there
@@ -42,16 +45,13 @@ def load_config(path: str | Path) -> dict:
     """Read ``path`` as TOML; a flat dict of option dests (``osc_port``) to values."""
     p = Path(path)
     try:
-        with p.open("rb") as f:
-            data = tomllib.load(f)
+        data = safeio.toml_loads(safeio.read_text(p, safeio.LIMITS["config"], "config file"), p)
     except FileNotFoundError:
         raise ConfigError(f"{p}: config file not found") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{p}: is a directory, not a config file") from None
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read the config file: {exc.strerror or exc}") from None
+    except safeio.FileRefused as exc:  # too large, too deep, not a regular file, not UTF-8
+        raise ConfigError(str(exc)) from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{p}: {exc}") from None
+        raise ConfigError(f"{p}: {str(exc).splitlines()[0]}") from None
     flat: dict = {}
     for key, value in data.items():
         dest = key.replace("-", "_")

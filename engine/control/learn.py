@@ -20,12 +20,17 @@ source), applied at once, and saved. Where bindings live (contract C6):
 :meth:`Bindings.attach` is called on start and after every mapping or preset reload, so learned
 bindings survive reloads. Nothing read is executed: the sidecar is TOML read with ``tomllib``,
 sources and targets are plain strings.
+
+The sidecar is read with bounds (a regular file of at most ``safeio.LIMITS["bindings"]`` bytes,
+nested at most :data:`engine.safeio.MAX_DEPTH` deep). It is written as valid TOML whatever the
+address holds (an emoji, any code point; see :func:`toml_string`), read back before it replaces
+the old file, and written atomically: a new text that would not load keeps the previous file.
+A bad entry costs that entry only (one warning), never the rest of the file.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import os
@@ -35,6 +40,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from engine import safeio
 from engine.control.direct import FX_PREFIX, NOISE, TRUNCATION
 from engine.control.space import NAME_RE, PARAM_PREFIX, TRIGGER_PREFIX
 
@@ -129,20 +135,53 @@ def osc_value(args: list) -> float | None:
 
 def read_bindings(path: Path) -> dict[str, str]:
     """The ``[bindings]`` table of a TOML file (missing file: empty). Bad entries are skipped with
-    a warning naming the file; an unreadable file is one warning and an empty table."""
+    a warning naming the file; a file that cannot be read (too large, not a regular file, too
+    deep) is one warning and an empty table. A file whose TOML does not parse as a whole is read
+    entry by entry (:func:`_salvage`), so one bad line loses that line only."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = safeio.read_text(path, safeio.LIMITS["bindings"], "bindings file")
     except FileNotFoundError:
         return {}
-    except (OSError, UnicodeDecodeError) as exc:
-        log.warning("bindings file %s not read: %s", path, exc)
+    except safeio.FileRefused as exc:
+        log.warning("bindings file not read: %s", exc)
         return {}
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        log.warning("bindings file %s not used: %s", path, exc)
+        data = safeio.toml_loads(text, path)
+    except safeio.FileRefused as exc:
+        log.warning("bindings file not used: %s", exc)
         return {}
+    except tomllib.TOMLDecodeError as exc:
+        log.warning("bindings file %s is not valid TOML (%s); reading it entry by entry",
+                    path, str(exc).splitlines()[0])
+        return clean_bindings(_salvage(text, str(path)), str(path))
     return clean_bindings(data.get("bindings", {}), str(path))
+
+
+def _salvage(text: str, where: str) -> dict:
+    """The ``"source" = "target"`` lines of a ``[bindings]`` table, each parsed on its own (the
+    form :func:`format_bindings` writes); a line that does not parse is skipped with a warning."""
+    table: dict = {}
+    inside = False
+    for n, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped.startswith("["):
+            inside = stripped.replace(" ", "") == "[bindings]"
+            continue
+        if not inside:
+            continue
+        try:
+            entry = tomllib.loads(line) if len(line) <= 4 * MAX_SOURCE_LEN else None
+        except tomllib.TOMLDecodeError:
+            entry = None
+        if not entry or len(entry) != 1 or isinstance(next(iter(entry.values())), dict):
+            log.warning("%s:%d: binding line ignored (not \"source\" = \"target\")", where, n)
+            continue
+        table.update(entry)
+        if len(table) > MAX_BINDINGS:
+            break
+    return table
 
 
 def clean_bindings(table: object, where: str = "mapping") -> dict[str, str]:
@@ -165,14 +204,42 @@ def clean_bindings(table: object, where: str = "mapping") -> dict[str, str]:
     return out
 
 
+_NO_CONTROLS = {c: "?" for c in [*range(32), 127]}
+
+
+def toml_string(text: str) -> str:
+    """``text`` as a TOML basic string: ``"`` and ``\\`` escaped, control characters as
+    ``\\uXXXX``, other non-printable code points as ``\\uXXXX`` / ``\\UXXXXXXXX``, printable
+    ones (an emoji) as they are. ValueError for a lone surrogate, which no TOML (nor UTF-8) can
+    hold; :func:`json.dumps` would write one as ``\\ud83d\\ude00``, which TOML refuses."""
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if 0xD800 <= code <= 0xDFFF:
+            raise ValueError(f"lone surrogate U+{code:04X} cannot be written as TOML")
+        if ch == '"' or ch == "\\":
+            out.append("\\" + ch)
+        elif ch.isprintable():
+            out.append(ch)
+        else:
+            out.append(f"\\u{code:04X}" if code <= 0xFFFF else f"\\U{code:08X}")
+    return '"' + "".join(out) + '"'
+
+
 def format_bindings(table: Mapping[str, str], mapping_name: str = "") -> str:
-    """The sidecar file's text (TOML; keys and values as JSON strings, which TOML accepts)."""
-    lines = [f"# Control bindings for {mapping_name or 'a mapping'}, written by lj when you learn.",
+    """The sidecar file's text (TOML). A source that cannot be written (a lone surrogate) is left
+    out with a warning; every other one is written so that TOML reads back the same string."""
+    shown = (mapping_name or "a mapping").encode("ascii", "backslashreplace").decode("ascii")
+    lines = [f"# Control bindings for {shown.translate(_NO_CONTROLS)}, written by lj when you "
+             "learn.",
              "# \"source\" = \"target\": an OSC address or midi:cc:<channel>:<number> / "
              "midi:note:<channel>:<number>,", "# bound to param.<name>, trigger.<name>, "
              "shader.<effect>.<input>, truncation or noise. Edit freely.", "[bindings]"]
     for source, address in table.items():
-        lines.append(f"{json.dumps(source)} = {json.dumps(target_name(address))}")
+        try:
+            lines.append(f"{toml_string(source)} = {toml_string(target_name(address))}")
+        except ValueError as exc:
+            log.warning("binding %r -> %s not saved: %s", source, address, exc)
     return "\n".join(lines) + "\n"
 
 
@@ -273,13 +340,22 @@ class Bindings:
         could be written (one warning; the bindings stay active for this run)."""
         if self.mapping_path is None:
             return None
-        text = format_bindings(self.table, self.mapping_path.name)
+        table = self.table
+        text = format_bindings(table, self.mapping_path.name)
+        try:  # what is written must read back as what we have, or the old file stays
+            back = tomllib.loads(text).get("bindings", {})
+        except tomllib.TOMLDecodeError as exc:
+            back = exc
+        if not isinstance(back, dict) or any(back.get(s) != target_name(a)
+                                             for s, a in table.items() if s in back):
+            log.warning("bindings not saved: the new file would not read back (%s); the previous "
+                        "file is kept", back if isinstance(back, Exception) else "entries differ")
+            return None
+        data = text.encode("utf-8")
         for path in (sidecar_path(self.mapping_path), fallback_path(self.mapping_path)):
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(path.name + ".tmp")
-                tmp.write_text(text, encoding="utf-8")
-                os.replace(tmp, path)
+                safeio.write_atomic(path, data)
             except OSError as exc:
                 log.debug("bindings not written to %s: %s", path, exc)
                 continue

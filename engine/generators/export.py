@@ -11,17 +11,28 @@ train --size`` adds our one extension, ``synthesis_kwargs.init_res = [h0, w0]``)
 
 ``lj export MODEL -o out.safetensors`` writes this form from an NVlabs pickle (or another export);
 ``lj export MODEL -o out.ts`` writes TorchScript (see :mod:`engine.generators.torchscript`).
+
+Reading is bounded before any parser runs: the JSON sidecar is a regular file of at most
+``safeio.LIMITS["json"]`` bytes nested at most :data:`engine.safeio.MAX_DEPTH` deep, and the
+safetensors file's own JSON header (its first 8 bytes give its length) at most
+:data:`MAX_HEADER` bytes and as deep, checked by :func:`check_header` before the library reads it.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
+from engine import safeio
 from engine.errors import GeneratorError
 from engine.generators.nvlabs_pickle import ModelError, _gb, _meta_size, load_state, available_memory, network_class
 
 FORMAT_VERSION = 1
+#: Largest safetensors JSON header we let the library parse (a StyleGAN3's is ~100 KB; the
+#: library's own limit is 100 MB).
+MAX_HEADER = 16 << 20
 
 
 def sidecar(path: str | Path) -> Path:
@@ -63,11 +74,15 @@ def write_safetensors(gen, out: str | Path) -> tuple[Path, Path]:
 
 
 def read_sidecar(path: Path) -> dict:
+    """The JSON architecture file beside ``path``, read with bounds and checked."""
     js = sidecar(path)
     try:
-        meta = json.loads(js.read_text())
+        meta = safeio.json_loads(safeio.read_text(js, safeio.LIMITS["json"], "architecture file"),
+                                 js)
     except FileNotFoundError:
         raise ModelError(path, f"the architecture file {js.name} is missing beside it") from None
+    except safeio.FileRefused as exc:
+        raise ModelError(js, exc.reason) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelError(js, f"not a readable JSON architecture file ({str(exc).splitlines()[0]})") from None
     if not isinstance(meta, dict) or meta.get("latent_jockey_model") != FORMAT_VERSION:
@@ -75,6 +90,37 @@ def read_sidecar(path: Path) -> dict:
     if meta.get("family") not in ("stylegan2", "stylegan3") or not isinstance(meta.get("init_kwargs"), dict):
         raise ModelError(js, "the model description needs a family (stylegan2 or stylegan3) and init_kwargs")
     return meta
+
+
+def check_header(path: Path) -> None:
+    """Refuse a safetensors file whose JSON header is too long or too deep, or that is not a
+    regular file (a FIFO would block the library), before the library reads it.
+
+    Reads 8 bytes and the header only; the tensors are left to the library."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise ModelError(path, f"cannot read: {exc.strerror or exc}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ModelError(path, "is not a regular file (a FIFO, device or socket); not read")
+        head = os.read(fd, 8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if not 0 < n <= MAX_HEADER:
+            raise ModelError(path, f"not a readable safetensors file (header length {n}; at "
+                                   f"most {MAX_HEADER} bytes)")
+        text = os.read(fd, n)
+        if len(text) != n:
+            raise ModelError(path, "not a readable safetensors file (header cut short)")
+        safeio.json_loads(text.decode("utf-8", "replace"), path)
+    except safeio.FileRefused as exc:
+        raise ModelError(path, f"not a readable safetensors file ({exc.reason})") from None
+    except ValueError as exc:  # JSONDecodeError
+        raise ModelError(path, f"not a readable safetensors file (header: {exc})") from None
+    except OSError as exc:
+        raise ModelError(path, f"cannot read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
 
 
 def load_safetensors(path: str | Path, memory_limit: int | None = None):
@@ -90,6 +136,7 @@ def load_safetensors(path: str | Path, memory_limit: int | None = None):
         path = path.with_suffix(".safetensors")
     if not path.exists():
         raise ModelError(path, "no such model file")
+    check_header(path)  # before anything is built: not a FIFO, a bounded header
     meta = read_sidecar(path)
     cls = network_class(meta["family"], path)
     kwargs = meta["init_kwargs"]

@@ -19,11 +19,14 @@ to check the output's shape; a module that fails either is refused with a one-li
 from __future__ import annotations
 
 import json
+import os
+import stat
 import warnings
 from pathlib import Path
 
 import torch
 
+from engine import safeio
 from engine.errors import GeneratorError
 from engine.generators.base import Generator
 from engine.generators.nvlabs_pickle import ModelError
@@ -91,6 +94,8 @@ def load_torchscript(path: str | Path) -> TorchScriptGenerator:
     path = Path(path)
     if not path.exists():
         raise ModelError(path, "no such model file")
+    if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block torch's reader for good
+        raise ModelError(path, "is not a regular file (a FIFO, device or socket); not read")
     extra = {META_FILE: ""}
     try:
         module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
@@ -99,10 +104,18 @@ def load_torchscript(path: str | Path) -> TorchScriptGenerator:
         raise ModelError(path, f"not a TorchScript file ({detail[:160]})") from None
     meta = {}
     if extra.get(META_FILE):
+        raw = extra[META_FILE]
+        if len(raw) > safeio.LIMITS["json"]:
+            raise ModelError(path, f"its {META_FILE} is too large ({len(raw)} bytes)")
         try:
-            meta = json.loads(extra[META_FILE])
+            text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+            meta = safeio.json_loads(text, path)
+        except safeio.FileRefused as exc:
+            raise ModelError(path, f"its {META_FILE}: {exc.reason}") from None
         except (json.JSONDecodeError, UnicodeDecodeError, TypeError):
             raise ModelError(path, f"its {META_FILE} is not valid JSON") from None
+        if not isinstance(meta, dict):
+            raise ModelError(path, f"its {META_FILE} is not a JSON object")
     for key in ("latent_dim", "w_dim", "num_layers"):
         if key not in meta and hasattr(module, key):
             meta[key] = int(getattr(module, key))

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Union
 
+from engine import safeio
 from engine.errors import MappingError
 from engine.audio import features as audio_features
 from engine.mapping import expr as ex
@@ -50,8 +51,11 @@ DEFAULT_MODES = {"push": "add", "pull": "average", "blend": "average", "motion":
                  "noise": "overwrite"}
 #: Most keyframes a mapping may have.
 MAX_KEYS = 256
-#: Largest mapping text (characters) the parser reads.
+#: Largest mapping text (characters) the parser reads; files are read with a bound of
+#: ``safeio.LIMITS["mapping"]`` bytes (1 MiB), so an endless file costs nothing.
 MAX_TEXT = 1_000_000
+#: Deepest nesting of arrays / inline tables in a mapping file (checked before parsing).
+MAX_DEPTH = safeio.MAX_DEPTH
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _EFFECT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*\Z")
@@ -413,18 +417,17 @@ class _SceneLines:
 
 
 def load_mapping(path: str | Path) -> MappingSpec:
-    """Read and parse a mapping file; a missing or unreadable file is a MappingError too."""
+    """Read and parse a mapping file; a missing or unreadable file is a MappingError too.
+
+    Only a regular file of at most ``safeio.LIMITS["mapping"]`` bytes is read (a FIFO, a device
+    or ``/dev/zero`` is refused at once, without blocking or reading it)."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = safeio.read_text(p, safeio.LIMITS["mapping"], "mapping file")
     except FileNotFoundError:
         raise MappingError("mapping file not found", p) from None
-    except IsADirectoryError:
-        raise MappingError("is a directory, not a mapping file", p) from None
-    except UnicodeDecodeError:
-        raise MappingError("mapping file is not UTF-8 text", p) from None
-    except OSError as e:
-        raise MappingError(f"cannot read mapping file: {e.strerror or e}", p) from None
+    except safeio.FileRefused as e:
+        raise MappingError(e.reason, p) from None
     return parse_mapping(text, p)
 
 
@@ -439,9 +442,9 @@ def parse_mapping(text: str, path: str | Path = "<string>") -> MappingSpec:
         raise MappingError(f"mapping file is too large ({len(text)} characters; at most "
                            f"{MAX_TEXT})", path)
     try:
-        data = tomllib.loads(text)
-    except RecursionError:
-        raise MappingError("TOML nesting is too deep", path) from None
+        data = safeio.toml_loads(text, path, MAX_DEPTH)
+    except safeio.FileRefused as e:  # too deep, or RecursionError / MemoryError while parsing
+        raise MappingError(e.reason, path) from None
     except tomllib.TOMLDecodeError as e:
         msg = str(e).splitlines()[0] if str(e) else "invalid TOML"
         line = getattr(e, "lineno", None)
@@ -457,7 +460,10 @@ def parse_mapping(text: str, path: str | Path = "<string>") -> MappingSpec:
             msg = e.msg
         where = f" (column {col})" if col else ""
         raise MappingError(f"TOML syntax error: {msg}{where}", path, line) from None
-    return _SpecParser(text, path, data).parse()
+    try:
+        return _SpecParser(text, path, data).parse()
+    except (RecursionError, MemoryError):  # a bound above was not enough: still one line
+        raise MappingError("mapping is too deep or too large to check", path) from None
 
 
 # ---------------------------------------------------------------------------------------------
