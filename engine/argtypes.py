@@ -43,9 +43,13 @@ def whole(lo: int, hi: int):
 
 
 def number(lo: float, hi: float, *, above: bool = False):
-    """A converter for finite numbers in ``[lo, hi]`` (``(lo, hi]`` with ``above=True``):
-    ``nan``, ``inf`` and ``1e999`` are refused like any other out-of-range value."""
-    span = f"above {lo:g} and at most {hi:g}" if above else f"between {lo:g} and {hi:g}"
+    """A converter for finite numbers in ``[lo, hi]`` (``(lo, hi]`` with ``above=True``;
+    ``hi=math.inf``: no upper bound but finiteness): ``nan``, ``inf`` and ``1e999`` are refused
+    like any other out-of-range value."""
+    if math.isinf(hi):
+        span = f"a finite number {'above' if above else 'at least'} {lo:g}"
+    else:
+        span = f"above {lo:g} and at most {hi:g}" if above else f"between {lo:g} and {hi:g}"
 
     def convert(text: str) -> float:
         try:

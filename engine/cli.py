@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import re
 import signal
@@ -68,7 +69,7 @@ def _port(text: str) -> int:
 
 def _positive(text: str) -> float:
     """A positive, finite number (``inf`` and ``nan`` are refused)."""
-    return number(0.0, sys.float_info.max, above=True)(text)
+    return number(0.0, math.inf, above=True)(text)
 
 
 class Parser(argparse.ArgumentParser):
