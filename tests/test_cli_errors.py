@@ -148,6 +148,8 @@ BAD = [
     ([*TRAIN, "--seed", "-1"], "--seed must be a whole number between 0"),
     ([*TRAIN, "--channels", "0"], "--channels must be a whole number between 1"),
     ([*TRAIN, "--resolution", "99999999"], "--resolution must be a whole number between"),
+    ([*TRAIN, "--size", "65536x65536"], "--size must have sides between 8 and 4096 pixels"),
+    ([*TRAIN, "--size", "wide"], "--size must be WIDTHxHEIGHT"),
     ([*TRAIN, "--z-dim", "0"], "--z-dim must be a whole number between 1"),
     ([*TRAIN, "--mapping-layers", "0"], "--mapping-layers must be a whole number between 1"),
     ([*FINETUNE, "--ratio", "nan"], "--ratio must be between 0 and 1"),

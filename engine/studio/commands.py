@@ -13,6 +13,18 @@ SEED = whole(0, 2**32 - 1)
 COUNT = whole(0, 10**9)
 
 
+def _train_size(text: str) -> str:
+    """``--size WxH`` of ``lj train``: the form and the bounds here (one argparse line);
+    :func:`engine.studio.config.parse_size` then checks the power-of-two layout."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be WIDTHxHEIGHT, e.g. 128x64, not {text[:40]!r}") from None
+    if not (8 <= w <= 4096 and 8 <= h <= 4096):
+        raise argparse.ArgumentTypeError(f"must have sides between 8 and 4096 pixels, not {text!r}")
+    return text
+
+
 def _add_train_options(p: argparse.ArgumentParser, new: bool) -> None:
     from engine.studio.config import TrainConfig
 
@@ -54,7 +66,7 @@ def _add_train_options(p: argparse.ArgumentParser, new: bool) -> None:
         size = p.add_mutually_exclusive_group()
         size.add_argument("--resolution", type=whole(1, 4096), default=d.resolution,
                           help=f"square output size, a power of two (default {d.resolution})")
-        size.add_argument("--size", metavar="WxH",
+        size.add_argument("--size", metavar="WxH", type=_train_size,
                           help="rectangular (or square) output, e.g. 128x64 or 256x144 (images are "
                                "centre-cropped to its aspect)")
         p.add_argument("--z-dim", type=whole(1, 4096), default=d.z_dim, help=f"latent size (default {d.z_dim})")
