@@ -12,8 +12,10 @@
     lj explore MODEL             contact sheets, principal directions, latent banks (docs/studio.md)
     lj train IMAGES -o RUN       train a StyleGAN2 on a folder of images (also finetune, uncanny)
 
-Every problem a user can fix ends as one line on stderr (``lj: error: ...``) and exit status 2;
-``--debug`` shows the traceback of anything unexpected.
+Every problem a user can fix ends as one line on stderr (``lj: error: ...``) and exit status 2,
+a bad option too (``lj: error: --fps must be ... (see lj render -h)``; the converters are in
+:mod:`engine.argtypes`); anything unexpected is one line as well, and ``--debug`` (or
+``LJ_DEBUG=1``) shows its traceback.
 """
 
 from __future__ import annotations
