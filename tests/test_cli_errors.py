@@ -300,3 +300,15 @@ def test_every_option_a_message_names_exists():
             if name not in known and name not in outside:
                 wrong.setdefault(name, path.name)
     assert not wrong, wrong
+
+
+def test_a_config_nested_too_deep_is_one_line(tmp_path):
+    """What escapes while the options are still being read (here tomllib's RecursionError on a
+    config nested 100k deep) reaches the same handler: one line, exit 2, no 3,000-line traceback."""
+    deep = tmp_path / "deep.toml"
+    deep.write_text("a = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    result = lj(["run", "--config", str(deep), "--headless", "--no-osc", "--frames", "2"])
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lj: error: "), result.stderr[-2000:]
