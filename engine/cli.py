@@ -12,21 +12,28 @@
     lj explore MODEL             contact sheets, principal directions, latent banks (docs/studio.md)
     lj train IMAGES -o RUN       train a StyleGAN2 on a folder of images (also finetune, uncanny)
 
-Every problem a user can fix ends as one line on stderr (``lj: error: ...``) and exit status 2;
-``--debug`` shows the traceback of anything unexpected.
+Every problem a user can fix ends as one line on stderr (``lj: error: ...``) and exit status 2,
+a bad option too (``lj: error: --fps must be ... (see lj render -h)``; the converters are in
+:mod:`engine.argtypes`); anything unexpected is one line as well, and ``--debug`` (or
+``LJ_DEBUG=1``) shows its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
+import re
 import signal
 import sys
 import time
 from pathlib import Path
 
 from engine import __version__
+from engine.argtypes import folder as _folder_option
+from engine.argtypes import new_file as _new_file
+from engine.argtypes import number, whole
 from engine.errors import LJError
 
 log = logging.getLogger("lj")
@@ -34,14 +41,9 @@ log = logging.getLogger("lj")
 EXIT_ERROR = 2
 
 
-def _size(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must be a whole number of pixels, not '{text}'")
-    if not 16 <= value <= 4096:
-        raise argparse.ArgumentTypeError(f"size must be between 16 and 4096, not {value}")
-    return value
+#: --size: pixels of a side (a square frame); --fps: frames per second of a video.
+_size = whole(16, 4096)
+_fps = whole(1, 240)
 
 
 def _wxh(text: str) -> tuple[int, int]:
@@ -68,26 +70,53 @@ def _port(text: str) -> int:
 
 
 def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, not '{text}'")
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, not '{text}'")
-    return value
+    """A positive, finite number (``inf`` and ``nan`` are refused)."""
+    return number(0.0, math.inf, above=True)(text)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``lj: error: MESSAGE (see lj CMD -h)`` and exit status 2
+    instead of a usage block. ``add_subparsers`` makes every subcommand's parser of this class
+    too (its ``parser_class`` defaults to ``type(self)``), so ``lj CMD`` errors alike."""
+
+    def error(self, message: str):
+        message = " ".join(_reword(message).split())  # one line, whatever the argument held
+        if len(message) > 300:
+            message = message[:300] + "..."
+        self.exit(EXIT_ERROR, f"lj: error: {message} (see {self.prog} -h)\n")
+
+    def parse_args(self, args=None, namespace=None):
+        # An unknown option after a subcommand is reported by the top parser: name the
+        # subcommand's help instead, where the known options are.
+        ns, extra = self.parse_known_args(args, namespace)
+        if extra:
+            command = getattr(ns, "command", None)
+            owner = _subparser(self, command) if command else self
+            owner.error(f"unrecognized arguments: {' '.join(extra)}")
+        return ns
+
+
+def _reword(message: str) -> str:
+    """``argument --fps/-f: must be ...`` -> ``--fps must be ...``; other argparse messages
+    keep theirs after ``--fps:``."""
+    m = re.match(r"argument (\S+): (.*)\Z", message, re.S)
+    if not m:
+        return message
+    name, rest = m[1].split("/")[0], m[2]
+    return f"{name} {rest}" if rest.startswith("must ") else f"{name}: {rest}"
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mapping", "-m", help="mapping file (default: mappings/default.toml)")
     p.add_argument("--generator", "-g", help="generator (default: the mapping's, else builtin:cppn)")
     p.add_argument("--size", type=_size, default=512, help="generator and output size in pixels (default 512)")
-    p.add_argument("--class", dest="class_index", type=int, metavar="N",
+    p.add_argument("--class", dest="class_index", type=whole(0, 1_000_000), metavar="N",
                    help="class label of a conditional model (same as --generator MODEL#class=N)")
 
 
 def _add_live(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fullscreen", action="store_true", help="start borderless fullscreen")
-    p.add_argument("--monitor", type=int, help="monitor number for fullscreen (0 = primary)")
+    p.add_argument("--monitor", type=whole(0, 63), help="monitor number for fullscreen (0 = primary)")
     p.add_argument("--no-vsync", action="store_true", help="do not wait for the display's refresh")
     p.add_argument("--headless", action="store_true", help="no window: render offscreen (EGL)")
     p.add_argument("--output-size", type=_wxh, metavar="WxH",
@@ -103,8 +132,9 @@ def _add_live(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-osc", action="store_true", help="do not listen for OSC")
     p.add_argument("--osc-out", type=_host_port, metavar="HOST:PORT", action="append",
                    help="send the features as OSC to HOST:PORT at frame rate (repeatable)")
-    p.add_argument("--osc-smoothing", type=float, default=0.06, metavar="SECONDS",
-                   help="smooth incoming parameter values over this time (default 0.06, 0 = off)")
+    p.add_argument("--osc-smoothing", type=number(0, 60), default=0.06, metavar="SECONDS",
+                   help="smooth incoming parameter values over this time (default 0.06, 0 = off, "
+                        "at most 60)")
     p.add_argument("--oscquery-port", type=_port, metavar="PORT",
                    help="serve OSCQuery (HTTP) on this TCP port (default: the OSC port's number)")
     p.add_argument("--no-oscquery", action="store_true", help="no OSCQuery discovery server")
@@ -114,28 +144,28 @@ def _add_live(p: argparse.ArgumentParser) -> None:
                    help="MIDI input to play the show with (see lj devices; repeatable)")
     p.add_argument("--link", action="store_true",
                    help="follow an Ableton Link session's tempo and beat (needs the 'link' extra: aalink)")
-    p.add_argument("--frames", type=int, help="stop after this many frames")
+    p.add_argument("--frames", type=whole(1, 10**9), help="stop after this many frames")
     p.add_argument("--seconds", type=_positive, help="stop after this many seconds")
     p.add_argument("--overlay", action="store_true", help="start with the h overlay shown")
-    p.add_argument("--record", metavar="FILE",
+    p.add_argument("--record", metavar="FILE", type=_new_file,
                    help="record the output as shown, with the audio, to FILE (.mp4/.mkv/.mov); "
                         "key r and /lj/record/start|stop also record (an existing FILE is kept: "
                         "FILE-2.mp4...)")
-    p.add_argument("--record-dir", default="recordings", metavar="DIR",
+    p.add_argument("--record-dir", default="recordings", metavar="DIR", type=_folder_option,
                    help="where key r and /lj/record/start [NAME] record; NAME is a file name "
                         "in DIR, never replacing a file (default ./recordings)")
-    p.add_argument("--record-fps", type=_positive, default=30.0, metavar="FPS",
-                   help="frame rate of recordings (default 30)")
+    p.add_argument("--record-fps", type=number(1, 240), default=30.0, metavar="FPS",
+                   help="frame rate of recordings (default 30; 1 to 240)")
     p.add_argument("--fixed-size", action="store_true",
                    help="always generate at --size (default: render smaller and upscale when the "
                         "generator cannot hold --target-fps)")
-    p.add_argument("--target-fps", type=_positive, default=60.0, metavar="FPS",
-                   help="frame rate the resolution budget aims for (default 60)")
-    p.add_argument("--stills", default="stills", metavar="DIR",
+    p.add_argument("--target-fps", type=number(1, 1000), default=60.0, metavar="FPS",
+                   help="frame rate the resolution budget aims for (default 60; 1 to 1000)")
+    p.add_argument("--stills", default="stills", metavar="DIR", type=_folder_option,
                    help="where the s key and /lj/trigger/still save PNGs (default ./stills)")
     p.add_argument("--cues", metavar="FILE",
                    help="play a cue list (timed scene/preset changes; docs/mapping.md)")
-    p.add_argument("--presets", metavar="DIR",
+    p.add_argument("--presets", metavar="DIR", type=_folder_option,
                    help="where /lj/preset/save|load keep presets (default ./presets)")
     p.add_argument("--presets-overwrite", action="store_true",
                    help="let /lj/preset/save and /lj/latent/save replace a preset or latent of "
@@ -153,17 +183,18 @@ def _add_live(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="lj", description="Latent Jockey: real-time, audio-reactive visuals.")
     parser.add_argument("--version", action="version", version=f"lj {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("demo", help="play the built-in demo (a video file when there is no display)")
-    p.add_argument("--output", "-o", default="lj-demo.mp4",
+    p.add_argument("--output", "-o", default="lj-demo.mp4", type=_new_file,
                    help="where the headless demo video goes (default lj-demo.mp4)")
-    p.add_argument("--duration", type=_positive, default=30.0, help="seconds of demo music (default 30)")
-    p.add_argument("--fps", type=int, default=30, help="frames per second of the headless video")
+    p.add_argument("--duration", type=number(0, 600, above=True), default=30.0,
+                   help="seconds of demo music (default 30, at most 600)")
+    p.add_argument("--fps", type=_fps, default=30, help="frames per second of the headless video")
     p.add_argument("--render", action="store_true", help="render to a file even with a display")
     _add_common(p)
     _add_live(p)
@@ -186,10 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("render", help="render a song to a video file, offline")
     p.add_argument("song", help="audio file (wav, flac, ogg, mp3)")
-    p.add_argument("--output", "-o", required=True, help="video file to write (.mp4, .mkv, .mov)")
-    p.add_argument("--fps", type=int, default=30, help="frames per second (default 30)")
-    p.add_argument("--render-scale", type=_positive, default=1.0,
-                   help="generate at this fraction of --size and upscale on the GPU (default 1)")
+    p.add_argument("--output", "-o", required=True, type=_new_file,
+                   help="video file to write (.mp4, .mkv, .mov)")
+    p.add_argument("--fps", type=_fps, default=30, help="frames per second (default 30, 1 to 240)")
+    p.add_argument("--render-scale", type=number(0.1, 4), default=1.0,
+                   help="generate at this fraction of --size and upscale on the GPU (default 1; "
+                        "0.1 to 4)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     _add_common(p)
 
@@ -200,16 +233,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("analyze", help="tempo, beats, onsets and feature curves of a song (causal)")
     p.add_argument("song", help="audio file (wav, flac, ogg, mp3)")
-    p.add_argument("--output", "-o", default=".",
+    p.add_argument("--output", "-o", default=".", type=_folder_option,
                    help="directory for <song>.features.csv, <song>.json, <song>.png (default .)")
     p.add_argument("--json", action="store_true",
                    help="print the summary (tempo, beat and onset times) as JSON on stdout")
 
     p = sub.add_parser("export", help="write a model as TorchScript (.ts) or safetensors + JSON")
     p.add_argument("model", help="a generator spec: model.pkl, model.safetensors, builtin:cppn, ...")
-    p.add_argument("--output", "-o", required=True, help="out.ts (TorchScript) or out.safetensors")
+    p.add_argument("--output", "-o", required=True, type=_new_file,
+                   help="out.ts (TorchScript) or out.safetensors")
     p.add_argument("--size", type=_size, default=512, help="size of a built-in generator (default 512)")
-    p.add_argument("--class", dest="class_index", type=int, metavar="N",
+    p.add_argument("--class", dest="class_index", type=whole(0, 1_000_000), metavar="N",
                    help="class label of a conditional model")
 
     from engine.studio.commands import add_parsers as add_studio_parsers
@@ -366,6 +400,9 @@ def cmd_render(args) -> int:
     from engine.audio.sources import load_audio
     from engine.offline import render_song
 
+    if args.size * args.render_scale > 4096:
+        raise LJError(f"--size {args.size} x --render-scale {args.render_scale:g} would generate "
+                      f"{args.size * args.render_scale:.0f} pixel frames; at most 4096")
     samples, sr = load_audio(args.song)
     out = Path(args.output)
     summary = render_song(samples, sr, out, mapping_path=args.mapping, generator=_generator_spec(args),
@@ -463,23 +500,50 @@ def _interrupt(*_):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``lj`` with ``argv``; returns the exit status. Nothing escapes as a traceback unless
+    asked for (``--debug`` or ``LJ_DEBUG=1``): a problem the user can fix is one line and status 2,
+    Ctrl-C is ``lj: interrupted`` and 130, anything else one line naming it as unexpected."""
     # SIGTERM (systemd, kill) ends any command like Ctrl-C: open files are finalised on the way
     # out. The live loop replaces this with a flag it checks between frames.
     try:
         signal.signal(signal.SIGTERM, _interrupt)
     except ValueError:  # not the main thread (tests calling main())
         pass
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "config", None):  # the file's values become defaults; parse again
-        from engine.showconfig import apply_config
+    args = None
+    try:
+        args = _parse(argv)
+        if isinstance(args, int):
+            return args
+        return COMMANDS[args.command](args)
+    except LJError as exc:
+        print(f"lj: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("lj: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `lj ... | head`: the reader left; nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as exc:  # OSError, MemoryError, RecursionError, a bug: still one line
+        if getattr(args, "debug", False) or os.environ.get("LJ_DEBUG") not in (None, "", "0"):
+            raise
+        print(f"lj: error: {_unexpected(exc)}", file=sys.stderr)
+        return EXIT_ERROR
 
-        try:
-            apply_config(_subparser(parser, args.command), args.config)
-        except LJError as exc:
-            print(f"lj: error: {exc}", file=sys.stderr)
-            return EXIT_ERROR
+
+def _parse(argv):
+    """The parsed arguments, with ``--config``'s file applied and logging set up; or the exit
+    status when there is nothing to run (``-h``, ``--version``, a bad option already reported)."""
+    parser = build_parser()
+    try:
         args = parser.parse_args(argv)
+        if getattr(args, "config", None):  # the file's values become defaults; parse again
+            from engine.showconfig import apply_config
+
+            apply_config(_subparser(parser, args.command), args.config)
+            args = parser.parse_args(argv)
+    except SystemExit as exc:  # help, version, or Parser.error's one line
+        return exc.code if isinstance(exc.code, int) else EXIT_ERROR
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format="lj: %(levelname)s: %(message)s")
     if getattr(args, "log", None):
@@ -488,29 +552,28 @@ def main(argv: list[str] | None = None) -> int:
         try:
             handler = RotatingFileHandler(args.log, maxBytes=5_000_000, backupCount=5)
         except OSError as exc:
-            print(f"lj: error: cannot write the log file {args.log}: {exc.strerror or exc}",
-                  file=sys.stderr)
-            return EXIT_ERROR
+            raise LJError(f"cannot write the log file {args.log}: {exc.strerror or exc}") from None
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
         logging.getLogger().addHandler(handler)
     if args.command is None:
         parser.print_help()
         return EXIT_ERROR
-    try:
-        return COMMANDS[args.command](args)
-    except LJError as exc:
-        print(f"lj: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("lj: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # `lj ... | head`: the reader left; nothing more to say
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    except Exception as exc:  # a bug: still one line, unless asked for the traceback
-        if args.debug or os.environ.get("LJ_DEBUG"):
-            raise
-        msg = str(exc).splitlines()[0] if str(exc) else ""
-        print(f"lj: error: unexpected {type(exc).__name__}: {msg} (run with --debug for details)",
-              file=sys.stderr)
-        return EXIT_ERROR
+    return args
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error's message on one line (a multi-line one, e.g. a GLSL log, joined with ' | ')."""
+    return " | ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+
+
+def _unexpected(exc: BaseException) -> str:
+    """The one line for an exception no part of lj turned into an LJError."""
+    if isinstance(exc, MemoryError):
+        return "out of memory (the input is too large for this machine)"
+    if isinstance(exc, RecursionError):
+        return "input nested too deeply to process (RecursionError; run with --debug for details)"
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror}"
+    msg = _one_line(exc)[:300]
+    return f"unexpected {type(exc).__name__}: {msg} (a bug; run with --debug for the traceback)"

@@ -237,7 +237,7 @@ class OscServer:
         try:
             family = socket.getaddrinfo(self.host, port, type=socket.SOCK_DGRAM)[0][0]
         except (socket.gaierror, UnicodeError) as exc:
-            raise ControlError(f"OSC host {self.host!r} cannot be resolved ({exc}); check --osc-host") from None
+            raise ControlError(f"OSC host {self.host!r} cannot be resolved ({exc}); check --osc-listen") from None
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             sock.bind((self.host, port))

@@ -25,6 +25,9 @@ from engine.errors import GeneratorError
 PICKLE_SUFFIXES = (".pkl", ".pickle")
 TORCHSCRIPT_SUFFIXES = (".ts", ".pt", ".torchscript", ".jit")
 EXPORT_SUFFIXES = (".safetensors",)
+#: The generators that need no file (``cppn`` and ``flow`` alone are accepted too).
+BUILTINS = ("builtin:cppn", "builtin:flow")
+KNOWN = "builtin:cppn, builtin:flow, a model file (.pkl, .safetensors, .ts/.pt) or blend:A|B"
 
 
 def split_options(spec: str) -> tuple[str, dict[str, str]]:
@@ -79,8 +82,7 @@ def load_model(spec: str, memory_limit: int | None = None):
 
         return load_torchscript(path)
     else:
-        raise GeneratorError(f"{path}: unknown model format '{suffix or 'no suffix'}' (known: .pkl, "
-                             ".safetensors, .ts/.pt, builtin:cppn, blend:A|B)")
+        raise GeneratorError(f"{path}: unknown model format '{suffix or 'no suffix'}' (known: {KNOWN})")
     try:
         gen = StyleGANGenerator(net, class_index=class_index, name=str(path))
     except ValueError as exc:
@@ -112,12 +114,27 @@ def load_generator(spec: str | None, resolution: tuple[int, int] = (512, 512), *
         from engine.generators.blend import load_blend
 
         return load_blend(name, memory_limit=memory_limit)
-    if name.startswith("builtin") or name == "cppn":
-        from engine.generators.runner import load_generator as load_builtin
-
-        return load_builtin(name, resolution)
+    if name.startswith("builtin") or name in ("cppn", "flow"):
+        return _builtin(name, resolution)
     path_part = Path(split_options(name)[0]).expanduser()
     if not path_part.suffix and not path_part.exists():
-        raise GeneratorError(f"unknown generator '{name}' (known: builtin:cppn, a model file .pkl, "
-                             ".safetensors or .ts, blend:A|B; see docs/generators.md)")
+        raise GeneratorError(f"unknown generator '{name}' (known: {KNOWN}; see docs/generators.md)")
     return load_model(name, memory_limit)
+
+
+def _builtin(name: str, resolution: tuple[int, int]):
+    """A built-in generator by name; a wrong name or a ``#option`` (built-ins have no classes)
+    is a one-line error that lists the built-ins."""
+    from engine.generators.runner import load_generator as load_builtin
+
+    base, opts = split_options(name)
+    if f"builtin:{base}" in BUILTINS:
+        base = f"builtin:{base}"
+    if base == "builtin":
+        base = BUILTINS[0]
+    if base not in BUILTINS:
+        raise GeneratorError(f"unknown built-in generator '{base}' (built-ins: {', '.join(BUILTINS)})")
+    if opts:
+        raise GeneratorError(f"'{name}': {base} takes no #options (#class=N is for conditional "
+                             "models, not the built-ins)")
+    return load_builtin(base, resolution)

@@ -587,5 +587,4 @@ def load_generator(spec: str, resolution: tuple[int, int]) -> Generator:
 
         return FlowGenerator(resolution)
     raise GeneratorError(
-        f"unknown generator '{name}' (available: builtin:cppn, builtin:flow; StyleGAN .pkl and "
-        "TorchScript .pt files are not supported yet)")
+        f"unknown generator '{name}' (built-ins: builtin:cppn, builtin:flow)")

@@ -62,9 +62,9 @@ def parse_seeds(text: str, what: str = "--seeds") -> list[int]:
             raise StudioError(f"{what}: expected seeds like 0-63,70, not '{text}'") from None
         if lo < 0 or hi < lo or hi >= 2**32:
             raise StudioError(f"{what}: bad seed range '{part}'")
-        out.extend(range(lo, hi + 1))
-        if len(out) > MAX_SEEDS:
+        if len(out) + hi - lo + 1 > MAX_SEEDS:  # checked before the list is built
             raise StudioError(f"{what}: at most {MAX_SEEDS} seeds")
+        out.extend(range(lo, hi + 1))
     if not out:
         raise StudioError(f"{what}: no seeds in '{text}'")
     return out
