@@ -353,3 +353,18 @@ def test_stop_closes_every_connection_and_thread():
     again = HealthServer(Health(), host=LOCAL, port=srv.port)  # the port is free again
     again.start()
     again.stop()
+
+
+def test_a_connection_flood_is_accepted_at_a_bounded_rate():
+    """Connections beyond the rate wait in the listen backlog and are all served, no faster
+    than max_rate after the burst: a flood takes a bounded share of the process's time."""
+    health = Health()
+    health.publish({"fps": 60.0})
+    server = HealthServer(health, host=LOCAL, port=0)
+    server.max_rate, server.max_burst = 20.0, 5
+    with server:
+        t0 = time.monotonic()
+        statuses, _ = many_requests(server.port, 45, "/health")
+        took = time.monotonic() - t0
+    assert statuses == [200] * 45
+    assert took >= (45 - 5) / 20.0 * 0.9, "accepted faster than the rate"

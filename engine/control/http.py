@@ -9,6 +9,9 @@ all the network I/O without ever blocking, and a fixed pool of worker threads co
   it trickles in (then 408 and close), the answer sent within ``write_timeout``, and what the
   client still sends after the answer read and dropped for at most ``linger`` seconds. A slow or
   silent client costs a socket, never a thread;
+- at most ``max_rate`` new connections a second (a burst of ``max_burst``): beyond it they wait
+  in the kernel's listen backlog, so a flood costs the show's process (and the frame loop, which
+  shares Python's interpreter lock with these threads) a bounded share of its time;
 - at most ``max_connections`` at once. At the cap the oldest connection that has been answered
   already, or has not sent a full request within ``evict_after`` seconds, is closed to make room
   (idle connections cannot lock out a health check); when none qualifies, new connections wait
@@ -64,6 +67,9 @@ EVICT_AFTER_S = 0.5
 MAX_LINE = 4096
 MAX_HEAD = 16 * 1024
 MAX_HEADERS = 64
+#: New connections accepted per second, and the burst allowed above that rate.
+MAX_RATE = 100.0
+MAX_BURST = 200
 #: Worker threads per service: answers are computed here, never network I/O.
 WORKERS = 2
 BACKLOG = 128
@@ -211,6 +217,8 @@ class HttpService:
     write_timeout = WRITE_TIMEOUT_S
     linger = LINGER_S
     evict_after = EVICT_AFTER_S
+    max_rate = MAX_RATE
+    max_burst = MAX_BURST
     workers = WORKERS
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, allow=None):
@@ -243,6 +251,7 @@ class HttpService:
         self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
         self._sel.register(self._listener, selectors.EVENT_READ, "listen")
         self._accepting, self._resume_at = True, 0.0
+        self._tokens, self._filled = float(self.max_burst), time.monotonic()
         self._conns: set[_Conn] = set()
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()  # at most one job per connection
         self._done: list[tuple[_Conn, Response]] = []
@@ -331,7 +340,14 @@ class HttpService:
             self._sel.close()
 
     def _accept(self) -> None:
+        now = time.monotonic()
+        self._tokens = min(float(self.max_burst),
+                           self._tokens + (now - self._filled) * self.max_rate)
+        self._filled = now
         for _ in range(ACCEPT_BATCH):
+            if self._tokens < 1.0:  # over the rate: the rest wait in the backlog
+                self._pause_accepting((1.0 - self._tokens) / self.max_rate)
+                return
             if len(self._conns) >= self.max_connections and not self._evict():
                 self._pause_accepting(0.0)
                 return
@@ -343,6 +359,7 @@ class HttpService:
                 log.debug("%s accept failed: %s", self.what, exc)
                 self._pause_accepting(0.1)
                 return
+            self._tokens -= 1.0
             peer = str(addr[0])
             if self.allow is not None and not self.allow.permits(peer):
                 log.debug("%s connection from %s refused (not in the allow-list)", self.what, peer)
