@@ -257,6 +257,7 @@ class HttpService:
         self._done: list[tuple[_Conn, Response]] = []
         self._done_lock = threading.Lock()
         self._stopping = False
+        self._bug_logged = False
         self._pool = [threading.Thread(target=self._work, name=f"{self.thread_name}-{i}",
                                        daemon=True) for i in range(max(1, int(self.workers)))]
         for worker in self._pool:
@@ -320,14 +321,7 @@ class HttpService:
         try:
             while not self._stopping:
                 for key, mask in self._sel.select(self.poll_interval):
-                    if key.data == "listen":
-                        self._accept()
-                    elif key.data == "wake":
-                        self._drain_wake()
-                    elif mask & selectors.EVENT_WRITE:
-                        self._write(key.data)
-                    else:
-                        self._read(key.data)
+                    self._event(key.data, mask)
                 self._finish_jobs()
                 self._expire()
         except Exception:  # a bug here must not pass silently, nor take the show down
@@ -338,6 +332,24 @@ class HttpService:
             for s in (self._listener, self._wake_r, self._wake_w):
                 s.close()
             self._sel.close()
+
+    def _event(self, what, mask: int) -> None:
+        """One ready socket. A bug met on a client connection closes that connection only."""
+        if what == "listen":
+            self._accept()
+        elif what == "wake":
+            self._drain_wake()
+        else:
+            try:
+                if mask & selectors.EVENT_WRITE:
+                    self._write(what)
+                else:
+                    self._read(what)
+            except Exception:
+                log.warning("%s: a connection from %s failed; closed", self.what, what.peer,
+                            exc_info=not self._bug_logged)
+                self._bug_logged = True
+                self._close(what)
 
     def _accept(self) -> None:
         now = time.monotonic()
