@@ -386,3 +386,33 @@ def test_health_says_crashloop_when_the_supervisor_keeps_restarting():
         thread.join(60)
         server.stop()
     assert not thread.is_alive()
+
+
+def test_lj_run_serves_health_and_oscquery_only_to_the_osc_allow_list(tmp_path):
+    """`lj run --osc-allow` covers the HTTP endpoints too: a LAN peer outside the list is
+    accepted and closed without a byte (it is not a refused connection: the servers are up)."""
+    from engine.cli import main
+    from test_http import local_lan_address, raw
+
+    ip = local_lan_address()
+    if ip is None:
+        pytest.skip("no non-loopback address to connect from")
+    song = write_demo_wav(tmp_path / "song.wav", seconds=30.0)
+    hport, qport = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_STREAM)
+    argv = ["run", "--audio", str(song), "--headless", "--size", "32", "--seconds", "8",
+            "--osc-listen", ip, "--osc-port", str(free_port()), "--oscquery-port", str(qport),
+            "--health-port", str(hport), "--osc-allow", "10.99.0.1", "--no-zeroconf"]
+    run = threading.Thread(target=main, args=(argv,), daemon=True)
+    run.start()
+    try:
+        for port in (hport, qport):
+            answer, deadline = None, time.monotonic() + 90
+            while answer is None and time.monotonic() < deadline and run.is_alive():
+                try:
+                    answer = raw(port, b"GET /health HTTP/1.1\r\n\r\n", host=ip, source=ip)
+                except ConnectionRefusedError:  # not listening yet
+                    time.sleep(0.1)
+            assert answer == b"", (port, answer[:80] if answer else answer)
+    finally:
+        run.join(120)
+    assert not run.is_alive()
