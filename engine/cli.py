@@ -333,10 +333,12 @@ def _run_live(make_source, args) -> int:
     opts = _live_options(args)
     server = None
     if args.health_port is not None:
+        from engine.control.access import AllowList
         from engine.health import Health, HealthServer
 
-        opts.health_monitor = Health()
-        server = HealthServer(opts.health_monitor, host=args.osc_listen, port=args.health_port)
+        opts.health_monitor = Health(target_fps=opts.target_fps)
+        server = HealthServer(opts.health_monitor, host=args.osc_listen, port=args.health_port,
+                              allow=AllowList(opts.osc_allow))
         server.start()  # a busy port is a one-line error before anything else opens
     try:
         if args.installation:

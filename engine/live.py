@@ -166,8 +166,10 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
                     overwrite=opts.presets_overwrite)
         controls.declare_trigger("hold")  # keep the frame on screen as the transition's start
         if server is not None and opts.oscquery_port is not None:
+            from engine.control.access import AllowList
+
             query = OscQueryServer(controls, osc_port=server.port, host=opts.osc_host,
-                                   port=opts.oscquery_port)
+                                   port=opts.oscquery_port, allow=AllowList(opts.osc_allow))
             try:
                 query.start()
                 log.info("OSCQuery on http://%s:%d/", opts.osc_host, query.port)
@@ -207,6 +209,8 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
         source_started = True
         if opts.record:
             recording.start_file(opts.record, session.renderer, source)
+        if opts.health_monitor is not None:  # /health judges fps against this
+            opts.health_monitor.target_fps = opts.target_fps
         log.info("running: %s, generator %dx%d, %s", session.mapping_path.name, session.size[1],
                  session.size[0], "headless" if window is None else "window")
         started = time.perf_counter()
@@ -461,8 +465,6 @@ def supervise(make_source, opts: LiveOptions, stop: StopFlag, delay: float = RES
 
     restarts = 0
     while True:
-        if opts.health_monitor is not None:
-            opts.health_monitor.restarts = restarts
         try:
             return run_live(make_source(), opts, stop, health={"restarts": restarts})
         except LJError:
@@ -472,6 +474,8 @@ def supervise(make_source, opts: LiveOptions, stop: StopFlag, delay: float = RES
         except Exception:
             log.exception("the show stopped unexpectedly; restarting in %.0f s", delay)
         restarts += 1
+        if opts.health_monitor is not None:  # /health: "restarting", or "crashloop" if frequent
+            opts.health_monitor.note_restart()
         if stop.event.wait(delay):
             return None
 

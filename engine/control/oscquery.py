@@ -1,6 +1,6 @@
 """OSCQuery: the OSC address space as JSON over HTTP, so controllers can discover it.
 
-:class:`OscQueryServer` runs a small stdlib HTTP server on its own daemon thread (127.0.0.1 by
+:class:`OscQueryServer` runs a small HTTP server on its own daemon threads (127.0.0.1 by
 default). Written after the ideas of the OSCQuery proposal (Vidvox):
 
 - ``GET /`` (or any container such as ``/lj/param``) answers a JSON node with ``FULL_PATH`` and
@@ -10,7 +10,8 @@ default). Written after the ideas of the OSCQuery proposal (Vidvox):
 - ``GET /lj/param/speed?VALUE`` answers only that attribute (``{"VALUE": [0.5]}``); an attribute
   the node does not have answers 204;
 - ``GET /?HOST_INFO`` answers the server's name, the OSC port and transport and the extensions
-  supported. Unknown paths answer 404; methods other than GET/HEAD answer 405.
+  supported. Unknown paths answer 404; methods other than GET/HEAD answer 405. The HTTP side
+  (concurrency, timeouts, limits, the allow-list) is :mod:`engine.control.http`.
 
 The tree is built from :meth:`Controls.describe` on every request, so values are current. Only
 JSON is ever sent; nothing received is executed. Parameters and direct targets carry ``CLIPMODE``
@@ -21,13 +22,10 @@ JSON is ever sent; nothing received is executed. Parameters and direct targets c
 
 from __future__ import annotations
 
-import json
 import logging
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler
-from urllib.parse import unquote, urlsplit
 
-from engine.control.http import HttpService
+from engine.control.http import HttpService, Request, Response, json_response
 from engine.control.space import NO_ACCESS, AddressInfo
 from engine.control.state import Controls
 
@@ -36,8 +34,6 @@ log = logging.getLogger("lj.oscquery")
 #: Attributes a client may ask for one at a time (``?VALUE``).
 ATTRIBUTES = ("FULL_PATH", "CONTENTS", "TYPE", "ACCESS", "VALUE", "RANGE", "DESCRIPTION", "CLIPMODE",
               "EXTENDED_TYPE")
-#: Seconds a client may take to send its request before the connection is dropped.
-REQUEST_TIMEOUT = 2.0
 
 
 def _leaf(info: AddressInfo) -> dict:
@@ -85,70 +81,22 @@ def find_node(tree: dict, path: str) -> dict | None:
     return node
 
 
-class _Handler(BaseHTTPRequestHandler):
-    """One request: find the node, answer JSON. ``self.server.service`` is the OscQueryServer."""
-
-    timeout = REQUEST_TIMEOUT
-    server_version = "LatentJockey-OSCQuery"
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        self._answer(body=True)
-
-    def do_HEAD(self) -> None:  # noqa: N802
-        self._answer(body=False)
-
-    def _not_allowed(self) -> None:
-        self._send(HTTPStatus.METHOD_NOT_ALLOWED, None, True)
-
-    do_POST = do_PUT = do_DELETE = do_PATCH = _not_allowed
-
-    def _answer(self, body: bool) -> None:
-        query: OscQueryServer = self.server.service  # type: ignore[attr-defined]
-        url = urlsplit(self.path)
-        attr = unquote(url.query)
-        if attr == "HOST_INFO":
-            self._send(HTTPStatus.OK, query.host_info(), body)
-            return
-        node = find_node(query.tree(), unquote(url.path))
-        if node is None:
-            self._send(HTTPStatus.NOT_FOUND, None, body)
-        elif not attr:
-            self._send(HTTPStatus.OK, node, body)
-        elif attr not in ATTRIBUTES:
-            self._send(HTTPStatus.BAD_REQUEST, None, body)
-        elif attr not in node:
-            self._send(HTTPStatus.NO_CONTENT, None, body)
-        else:
-            self._send(HTTPStatus.OK, {attr: node[attr]}, body)
-
-    def _send(self, status: HTTPStatus, payload: dict | None, body: bool) -> None:
-        data = b"" if payload is None else json.dumps(payload, allow_nan=False).encode()
-        self.send_response(status)
-        if status != HTTPStatus.NO_CONTENT:
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if body and data:
-            self.wfile.write(data)
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (http.server's name)
-        log.debug("%s " + format, self.client_address[0], *args)
-
-
 class OscQueryServer(HttpService):
     """Serve the address space of ``controls`` as OSCQuery JSON on ``http://host:port/``.
 
     ``osc_port`` / ``osc_host`` are where the OSC server listens (reported in ``HOST_INFO``).
-    ``port=0`` picks a free port (see :attr:`port`). Usable as a context manager.
+    ``port=0`` picks a free port (see :attr:`port`); ``allow`` is the
+    :class:`~engine.control.access.AllowList` of peers served (None: all). Usable as a context
+    manager. Requests are served concurrently by :class:`~engine.control.http.HttpService`.
     """
 
     def __init__(self, controls: Controls, osc_port: int, host: str = "127.0.0.1", port: int = 0,
-                 osc_host: str | None = None, name: str = "Latent Jockey"):
+                 osc_host: str | None = None, name: str = "Latent Jockey", allow=None):
         self.controls = controls
         self.osc_port = int(osc_port)
         self.osc_host = osc_host or host
         self.name = name
-        super().__init__(host, port)
+        super().__init__(host, port, allow)
 
     def tree(self) -> dict:
         """The current JSON tree (dicts), values included."""
@@ -168,8 +116,23 @@ class OscQueryServer(HttpService):
 
     what = "OSCQuery"
     thread_name = "lj-oscquery"
-    poll_interval = 0.1
-    handler = _Handler
+    server_version = "LatentJockey-OSCQuery"
+
+    def respond(self, request: Request) -> Response:
+        """One GET/HEAD: the node at the path, one of its attributes, or HOST_INFO."""
+        attr = request.query
+        if attr == "HOST_INFO":
+            return json_response(HTTPStatus.OK, self.host_info())
+        node = find_node(self.tree(), request.path)
+        if node is None:
+            return json_response(HTTPStatus.NOT_FOUND, None)
+        if not attr:
+            return json_response(HTTPStatus.OK, node)
+        if attr not in ATTRIBUTES:
+            return json_response(HTTPStatus.BAD_REQUEST, None)
+        if attr not in node:
+            return json_response(HTTPStatus.NO_CONTENT, None)
+        return json_response(HTTPStatus.OK, {attr: node[attr]})
 
     def start(self) -> None:
         """Bind and serve on a daemon thread. ControlError (one line) if the port is busy."""
