@@ -72,7 +72,7 @@ MAX_RATE = 100.0
 MAX_BURST = 200
 #: Worker threads per service: answers are computed here, never network I/O.
 WORKERS = 2
-BACKLOG = 128
+BACKLOG = 512  # (the kernel caps it at net.core.somaxconn): a queued SYN is not dropped and retried 1 s later
 ACCEPT_BATCH = 32
 
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
