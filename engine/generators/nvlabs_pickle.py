@@ -64,8 +64,8 @@ PERSISTENCE_VERSION = 6
 #: 1024 px network has ~5k opcodes per 100 layers, a few thousand objects and tiny integers.
 MAX_OPS = 4_000_000
 MAX_INT_BITS = 256
-MAX_ELEMENTS = 4_000_000
-MAX_NODES = 2_000_000
+MAX_ELEMENTS = 1_000_000
+MAX_NODES = 1_000_000
 MAX_TEXT = 256 << 20
 MAX_DEPTH = 64
 MAX_VIEWS = 4
