@@ -278,7 +278,7 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
                 if mtime != watched_mtime:
                     watched_mtime = mtime
                     session.request_reload(watched)
-                session.renderer.reload_changed()  # edited shaders; a broken one keeps the old
+                session.renderer.reload_changed(wait=False)  # read + checked on a thread; a broken one keeps the old
             if session.apply_reload():
                 declare_params(controls, session.mapping)
                 live_control.on_mapping(session)

@@ -19,6 +19,19 @@ unpickler imports that source and executes it. This reader does not:
   our own network (:mod:`engine.generators.stylegan2`, or the StyleGAN3 module) and loads the
   state with ``strict=True``. The discriminator's record stays available (``records["D"]``),
   unbuilt; the studio builds it (:mod:`engine.studio.nvlabs_discriminator`).
+
+Bounds (a pickle of a few hundred bytes must not make gigabytes): before anything is built, every
+pickle (the file's and the small ones inside each storage) is scanned opcode by opcode
+(:func:`_prescan`: at most :data:`MAX_OPS` opcodes, memo slots numbered in order as a pickler
+writes them, no integer over :data:`MAX_INT_BITS` bits, frames inside the file). While it is built,
+the constructors we allow count what they copy (at most :data:`MAX_ELEMENTS` elements), tensor
+data read from storages may not exceed the file's own size (a storage referenced many times is
+read many times) nor the memory available, and a storage is copied out into tensors at most
+:data:`MAX_VIEWS` times its size. After it is built, the object graph is walked once
+(:func:`_check_graph`) counting every reference as its full expansion, as a copy or an export
+would make it: at most :data:`MAX_NODES` objects, :data:`MAX_TEXT` bytes of strings, nesting
+at most :data:`MAX_DEPTH` deep, no container that contains itself. A file over a bound is refused
+with a one-line :class:`ModelError` naming it.
 """
 
 from __future__ import annotations
@@ -27,8 +40,10 @@ import io
 import logging
 import os
 import pickle
+import pickletools
 import re
 import struct
+import threading
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -37,12 +52,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engine import safeio
 from engine.errors import GeneratorError
 
 log = logging.getLogger("lj.generator")
 
 #: The only record format version NVlabs' persistence module has ever written.
 PERSISTENCE_VERSION = 6
+
+#: Bounds on what one pickle may make (see the module docstring). A real StyleGAN2 pickle of a
+#: 1024 px network has ~5k opcodes per 100 layers, a few thousand objects and tiny integers.
+MAX_OPS = 4_000_000
+MAX_INT_BITS = 256
+MAX_ELEMENTS = 1_000_000
+MAX_NODES = 1_000_000
+MAX_TEXT = 256 << 20
+MAX_DEPTH = 64
+MAX_VIEWS = 4
 
 
 class ModelError(GeneratorError):
@@ -128,6 +154,7 @@ def _reconstruct_persistent_obj(meta):
     name = meta.get("class_name")
     if not isinstance(state, dict) or not isinstance(src, str) or not isinstance(name, str):
         raise pickle.UnpicklingError("a persistent object with a malformed record")
+    _count_elements(len(state))
     return PersistentRecord(name, src, dict(state), version)
 
 
@@ -176,7 +203,9 @@ class _NDArray:
         _version, shape, dtype, fortran, raw = state
         if not isinstance(dtype, _DType) or not isinstance(raw, (bytes, bytearray)):
             raise pickle.UnpicklingError("a numpy array that is not plain numbers")
-        shape = tuple(int(n) for n in shape)
+        if not isinstance(shape, tuple) or len(shape) > 32 or not all(isinstance(n, int) for n in shape):
+            raise pickle.UnpicklingError("a numpy array with a malformed shape")
+        _count_elements(len(raw) // 16 + 1)  # the same bytes may be BUILT into many arrays
         dt = dtype.numpy()
         if any(n < 0 for n in shape) or int(np.prod(shape, dtype=np.int64)) * dt.itemsize != len(raw):
             raise pickle.UnpicklingError("a numpy array whose data does not match its shape")
@@ -205,10 +234,14 @@ class _StorageType:
 
 
 class _Storage:
-    """A flat tensor standing for a torch storage (what ``_rebuild_tensor_v2`` views)."""
+    """A flat tensor standing for a torch storage (what ``_rebuild_tensor_v2`` views).
+
+    ``copied`` counts the bytes cloned out of it, so one storage referenced from many tensors
+    cannot be copied without bound."""
 
     def __init__(self, flat: torch.Tensor):
         self.flat = flat
+        self.copied = 0
 
 
 def _element_size(dtype: torch.dtype) -> int:
@@ -289,16 +322,144 @@ def _flat(data: bytes, dtype: torch.dtype) -> torch.Tensor:
 
 
 class _Budget:
-    """Counts tensor bytes as they are read and stops before they outgrow the memory."""
+    """Counts tensor bytes as they are read and stops before they outgrow the memory, or the
+    file (``file_bytes``: honest storages are each read once, from bytes the file holds)."""
 
-    def __init__(self, limit: int):
+    def __init__(self, limit: int, file_bytes: int | None = None):
         self.limit = limit
+        self.file_bytes = file_bytes
         self.used = 0
 
     def take(self, nbytes: int) -> None:
         self.used += nbytes
         if self.used > self.limit:
             raise MemoryError(self.used)
+        if self.file_bytes is not None and self.used > self.file_bytes:
+            raise _Bounded(f"it declares more tensor data ({self.used} bytes so far) than the file "
+                           f"holds ({self.file_bytes} bytes): one storage read many times")
+
+
+class _Bounded(pickle.UnpicklingError):
+    """A pickle over one of the bounds: ``args[0]`` says which, on one line."""
+
+
+class _Counter(threading.local):
+    """Elements the allowed constructors copied during the current load on this thread."""
+
+    def __init__(self):
+        self.left = None   # None: not counting (outside read_pickle)
+
+
+_elements = _Counter()
+
+
+def _count_elements(n: int) -> None:
+    if _elements.left is None:
+        return
+    _elements.left -= int(n)
+    if _elements.left < 0:
+        raise _Bounded(f"its constructors would copy more than {MAX_ELEMENTS} elements "
+                       "(a shared list or dict expanded many times)")
+
+
+def _counted(factory):
+    """``factory`` (OrderedDict, dict, set, frozenset) charging the length of what it copies."""
+    def make(*args, **kwargs):
+        if args and hasattr(args[0], "__len__"):
+            _count_elements(len(args[0]))
+        elif args:
+            raise pickle.UnpicklingError(f"a {factory.__name__} built from an iterator")
+        _count_elements(len(kwargs))
+        return factory(*args, **kwargs)
+    make.__name__ = factory.__name__
+    return make
+
+
+def _prescan(f) -> None:
+    """Walk one pickle's opcodes from ``f``'s position to its STOP (nothing built) and refuse
+    what the C unpickler would turn into unbounded work: too many opcodes, memo slots out of
+    order (a huge index makes it allocate the memo up to that index), huge integers, frames
+    longer than the data. ``f`` is put back where it was."""
+    start = f.tell()
+    memo = ops = 0
+    try:
+        for op, arg, pos in pickletools.genops(f):
+            ops += 1
+            if ops > MAX_OPS:
+                raise _Bounded(f"more than {MAX_OPS} pickle opcodes")
+            name = op.name
+            if name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                if not isinstance(arg, int) or arg > memo:
+                    raise _Bounded(f"memo slot {arg} out of order (a pickler numbers them 0, 1, 2...)")
+                memo = max(memo, arg + 1)
+            elif name == "MEMOIZE":
+                memo += 1
+            elif isinstance(arg, int) and not isinstance(arg, bool) and arg.bit_length() > MAX_INT_BITS:
+                raise _Bounded(f"an integer of {arg.bit_length()} bits (at most {MAX_INT_BITS})")
+            if name == "FRAME" and arg > len(f.getbuffer()) - f.tell():
+                raise pickle.UnpicklingError("pickle data was truncated (a frame longer than the data)")
+    except ValueError as exc:  # pickletools: a length past the end, bad text, ...
+        detail = str(exc).splitlines()[0][:120] if str(exc) else "malformed"
+        raise pickle.UnpicklingError(f"pickle data truncated or malformed ({detail})") from None
+    f.seek(start)
+
+
+def _check_graph(root) -> None:
+    """Refuse an unpickled object graph whose expansion is too big, too deep or cyclic.
+
+    Every reference to a container counts as its whole expansion (what ``_plain``, a JSON
+    export or ``copy.deepcopy`` would make of it); sizes are memoised per object, so the walk
+    is linear in the graph, whatever its expansion. Explicit stack: no recursion."""
+    done: dict[int, tuple[int, int, int]] = {}   # id -> (objects, text bytes, depth) expanded
+    active: set[int] = set()
+    stack = [(root, False)]
+    keep = []   # objects made on the way (a record's state) stay alive while ids are compared
+    while stack:
+        obj, leaving = stack.pop()
+        kids = _children(obj)
+        if kids is None:
+            continue
+        key = id(obj)
+        if not leaving:
+            if key in done:
+                continue
+            if key in active:
+                raise _Bounded("a container that contains itself")
+            active.add(key)
+            keep.append(kids)
+            stack.append((obj, True))
+            stack.extend((k, False) for k in kids if _children(k) is not None and id(k) not in done)
+            continue
+        active.discard(key)
+        nodes, text, depth = 1, 0, 1
+        for k in kids:
+            sub = done.get(id(k))
+            if sub is None:
+                if isinstance(k, (str, bytes, bytearray)):
+                    text += len(k)
+                nodes += 1
+                continue
+            nodes, text, depth = nodes + sub[0], text + sub[1], max(depth, sub[2] + 1)
+        if nodes > MAX_NODES:
+            raise _Bounded(f"it expands to more than {MAX_NODES} objects (shared lists or dicts)")
+        if text > MAX_TEXT:
+            raise _Bounded(f"it expands to more than {MAX_TEXT >> 20} MiB of strings")
+        if depth > MAX_DEPTH:
+            raise _Bounded(f"it is nested more than {MAX_DEPTH} levels deep")
+        done[key] = (nodes, text, depth)
+
+
+def _children(obj):
+    """The objects a container refers to (keys and values), or None for a leaf."""
+    if isinstance(obj, dict):
+        return [*obj.keys(), *obj.values()]
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return list(obj)
+    if isinstance(obj, PersistentRecord):
+        return [obj.class_name, obj.module_src, obj.state]
+    if isinstance(obj, _NDArray):
+        return [obj.value]
+    return None
 
 
 def _rebuild_tensor(storage, offset, size, stride, *rest):
@@ -312,6 +473,12 @@ def _rebuild_tensor(storage, offset, size, stride, *rest):
         last = int(offset) + sum((n - 1) * st for n, st in zip(size, stride))
         if any(st < 0 for st in stride) or last >= flat.numel():
             raise pickle.UnpicklingError("a tensor larger than its data")
+    numel = 1
+    for n in size:
+        numel *= n
+    storage.copied += numel * flat.element_size()
+    if storage.copied > MAX_VIEWS * max(1, flat.numel() * flat.element_size()):
+        raise _Bounded(f"one tensor storage is copied out more than {MAX_VIEWS} times its size")
     return torch.as_strided(flat, size, stride, int(offset)).clone()
 
 
@@ -325,6 +492,7 @@ class _RestrictedBase(pickle.Unpickler):
     """An unpickler whose ``find_class`` knows only the globals given to it."""
 
     def __init__(self, file, allowed: dict, persistent=None):
+        _prescan(file)   # before the C unpickler builds anything
         super().__init__(file)
         self._allowed = allowed
         self._persistent = persistent
@@ -363,16 +531,16 @@ def _allowed(budget: _Budget) -> dict:
 
     table = {
         ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent_obj,
-        ("collections", "OrderedDict"): OrderedDict,
-        ("builtins", "set"): set,
-        ("builtins", "frozenset"): frozenset,
+        ("collections", "OrderedDict"): _counted(OrderedDict),
+        ("builtins", "set"): _counted(set),
+        ("builtins", "frozenset"): _counted(frozenset),
         ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
         ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
         ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
         ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
         ("torch.storage", "_load_from_bytes"): load_from_bytes,
-        ("dnnlib.util", "EasyDict"): dict,
-        ("dnnlib", "EasyDict"): dict,
+        ("dnnlib.util", "EasyDict"): _counted(dict),
+        ("dnnlib", "EasyDict"): _counted(dict),
         ("numpy", "dtype"): _DType,
         ("numpy", "ndarray"): _NDArrayType,
     }
@@ -442,7 +610,9 @@ def read_pickle(path, memory_limit: int | None = None) -> dict:
     if size > limit:
         raise ModelError(path, f"the model file ({_gb(size)}) is larger than the memory available ({_gb(limit)})")
     try:
-        data = path.read_bytes()
+        data = safeio.read_bytes(path, limit, "model")
+    except safeio.FileRefused as exc:
+        raise ModelError(path, exc.reason) from None
     except OSError as exc:
         raise ModelError(path, f"cannot read the model: {exc.strerror or exc}") from None
     if not data:
@@ -452,9 +622,15 @@ def read_pickle(path, memory_limit: int | None = None) -> dict:
                                "(use our exported .safetensors or a TorchScript file)")
     if data[:1] != b"\x80":
         raise ModelError(path, "not a pickle file (corrupt, or another format)")
-    budget = _Budget(max(0, limit - size))
+    budget = _Budget(max(0, limit - len(data)), file_bytes=len(data))
+    _elements.left = MAX_ELEMENTS
     try:
         obj = RestrictedUnpickler(io.BytesIO(data), budget).load()
+        _check_graph(obj)
+    except _Bounded as exc:
+        raise ModelError(path, f"refused: {exc.args[0]}") from None
+    except RecursionError:
+        raise ModelError(path, "refused: nested too deeply to read") from None
     except _Refused as exc:
         raise ModelError(path, f"refused: the pickle asks for '{exc.args[0]}', which a network "
                                "file never needs (only tensors and NVlabs network records are "
@@ -469,6 +645,8 @@ def read_pickle(path, memory_limit: int | None = None) -> dict:
         if isinstance(exc, EOFError) or "truncated" in detail or "ran out of input" in detail.lower():
             raise ModelError(path, f"the file is truncated or corrupt ({detail})") from None
         raise ModelError(path, f"corrupt or unsupported pickle ({detail})") from None
+    finally:
+        _elements.left = None
     if isinstance(obj, PersistentRecord):
         obj = {"G_ema": obj}
     if not isinstance(obj, dict):

@@ -6,7 +6,8 @@ An ISF file is a GLSL fragment shader whose first ``/* ... */`` comment holds a 
         "INPUTS": [ {"NAME": "amount", "TYPE": "float", "DEFAULT": 0.5, "MIN": 0, "MAX": 1} ],
         "PASSES": [ {"TARGET": "buf", "PERSISTENT": true, "FLOAT": true}, {} ] }*/
 
-The header is parsed with :func:`json.loads` only; nothing from the file is executed as Python.
+The header is parsed with :func:`engine.safeio.json_loads` only (nesting checked before parsing);
+nothing from the file is executed as Python.
 The body is kept line for line (the header comment becomes blank lines) after a preamble that
 declares ``#version 330``, a uniform per input, the ISF built-ins (``TIME`` seconds,
 ``TIMEDELTA`` seconds, ``FRAMEINDEX``, ``RENDERSIZE`` pixels, ``PASSINDEX``, ``DATE`` =
@@ -17,18 +18,35 @@ lines, a compiler log line ``0:N(..)`` maps to file line ``N - preamble_lines``.
 
 Engine audio features reach a shader that declares them itself, e.g. ``uniform float lj_bass;``
 (see :class:`engine.render.pipeline.Renderer`).
+
+Limits, checked before the work they guard (a file breaking one is refused with a one-line
+:class:`~engine.errors.ShaderError` naming it; a running show keeps the previous version):
+
+=================  ===========================================================================
+file size          :data:`MAX_FILE_BYTES` (``safeio.LIMITS["shader"]``, 1 MiB), regular files only
+header nesting     ``safeio.MAX_DEPTH`` (64) levels of JSON arrays/objects
+INPUTS / PASSES    at most :data:`MAX_INPUTS` / :data:`MAX_PASSES` entries; a ``long`` input's
+                   VALUES at most :data:`MAX_VALUES`
+numbers            finite (no NaN / Infinity); PASS sizes positive, a fixed size at most
+                   :data:`MAX_PASS_SIDE`, a ``$WIDTH*n`` / ``$WIDTH/n`` factor positive
+pass buffer sizes  checked against the output size, ``GL_MAX_TEXTURE_SIZE`` and the chain's
+                   texture budget by :class:`engine.render.pipeline.Renderer`
+=================  ===========================================================================
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import moderngl
 
+from engine import safeio
 from engine.errors import ShaderError
 
 __all__ = ["IsfInput", "IsfPass", "IsfShader", "load_isf", "parse_isf", "VERTEX_SHADER"]
@@ -51,6 +69,14 @@ _GLSL_TYPES = {
 _SIZES = {"float": 1, "bool": 1, "event": 1, "long": 1, "color": 4, "point2D": 2}
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SIZE_EXPR = re.compile(r"^\s*\$?(WIDTH|HEIGHT)\s*(?:([*/])\s*([0-9]*\.?[0-9]+)\s*)?$")
+#: Bounds on a header (see the module docstring).
+MAX_FILE_BYTES = safeio.LIMITS["shader"]
+MAX_INPUTS = 256
+MAX_PASSES = 32
+MAX_VALUES = 4096
+#: The largest fixed PASS WIDTH/HEIGHT accepted when parsing (the renderer's cap is lower).
+MAX_PASS_SIDE = 1 << 16
+_MAX_SIZE_TEXT = 64   # a PASS size string longer than this is refused before any regex sees it
 _RESERVED = {"TIME", "TIMEDELTA", "FRAMEINDEX", "RENDERSIZE", "PASSINDEX", "DATE",
              "isf_FragNormCoord", "isf_FragColor"}
 
@@ -130,6 +156,8 @@ class IsfPass:
                 v /= num
             elif base is None:
                 v = num
+            if not math.isfinite(v) or v > 1 << 31:   # huge factors: far above any cap
+                return 1 << 31
             return max(1, int(v))
         return ev(self.width, render_size[0]), ev(self.height, render_size[1])
 
@@ -195,10 +223,25 @@ def _err(path: str, line: int, msg: str) -> ShaderError:
     return ShaderError(f"{path}:{line}: {msg}")
 
 
+def _shown(v) -> str:
+    """A short rendering of a header value for a message (never the whole of a huge one)."""
+    if isinstance(v, (list, dict)):
+        return "a list" if isinstance(v, list) else "an object"
+    if isinstance(v, str):
+        v = v[:40]
+    return (json.dumps(v) if isinstance(v, (str, int, float, bool)) or v is None else repr(v))[:40]
+
+
 def _num(path, line, v, what):
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise _err(path, line, f"{what} must be a number, got {json.dumps(v)[:40]}")
-    return float(v)
+        raise _err(path, line, f"{what} must be a number, got {_shown(v)}")
+    try:
+        x = float(v)
+    except OverflowError:
+        x = math.inf
+    if not math.isfinite(x):
+        raise _err(path, line, f"{what} must be a finite number, got {_shown(v)}")
+    return x
 
 
 def _vec(path, line, v, n, what):
@@ -215,9 +258,9 @@ def _parse_input(path: str, line: int, d: Any) -> IsfInput:
     name, typ = d.get("NAME"), d.get("TYPE")
     if not isinstance(name, str) or not _IDENT.match(name) or name in _RESERVED \
             or name.startswith(("gl_", "isf_")):
-        raise _err(path, line, f"INPUT NAME {json.dumps(name)} is not a usable GLSL identifier")
-    if typ not in _GLSL_TYPES:
-        raise _err(path, line, f"INPUT {name}: unknown TYPE {json.dumps(typ)}")
+        raise _err(path, line, f"INPUT NAME {_shown(name)} is not a usable GLSL identifier")
+    if not isinstance(typ, str) or typ not in _GLSL_TYPES:
+        raise _err(path, line, f"INPUT {name}: unknown TYPE {_shown(typ)}")
     inp = IsfInput(name=name, type=typ, label=str(d.get("LABEL", name)))
     n = _SIZES.get(typ)
     if typ in ("audio", "audioFFT") and d.get("MAX") is not None:
@@ -235,6 +278,8 @@ def _parse_input(path: str, line: int, d: Any) -> IsfInput:
         if d.get(key) is not None:
             setattr(inp, attr, conv(d[key], key))
     if typ == "long" and isinstance(d.get("VALUES"), list) and d["VALUES"]:
+        if len(d["VALUES"]) > MAX_VALUES:
+            raise _err(path, line, f"INPUT {name}: {len(d['VALUES'])} VALUES (at most {MAX_VALUES})")
         inp.values = [_num(path, line, v, f"INPUT {name} VALUES") for v in d["VALUES"]]
         inp.min = min(inp.values) if inp.min is None else inp.min
         inp.max = max(inp.values) if inp.max is None else inp.max
@@ -244,33 +289,53 @@ def _parse_input(path: str, line: int, d: Any) -> IsfInput:
     return inp
 
 
-def _parse_size(path: str, line: int, v: Any) -> tuple | None:
+def _parse_size(path: str, line: int, v: Any, what: str) -> tuple | None:
     if v is None:
         return None
     if isinstance(v, (int, float)) and not isinstance(v, bool):
-        return (None, None, float(v))
-    m = _SIZE_EXPR.match(str(v))
+        x = _num(path, line, v, what)
+        if not 1 <= x <= MAX_PASS_SIDE:
+            raise _err(path, line, f"{what} {_shown(v)} out of range (1 to {MAX_PASS_SIDE} pixels)")
+        return (None, None, x)
+    m = _SIZE_EXPR.match(v) if isinstance(v, str) and len(v) <= _MAX_SIZE_TEXT else None
     if not m:
-        raise _err(path, line, f"PASS size {json.dumps(v)} not understood "
+        raise _err(path, line, f"{what} {_shown(v)} not understood "
                                "(use a number, $WIDTH, $HEIGHT, or $WIDTH/n, $WIDTH*n)")
-    return (m.group(1), m.group(2), float(m.group(3)) if m.group(3) else None)
+    num = float(m.group(3)) if m.group(3) else None
+    if num is not None and not (math.isfinite(num) and num > 0):
+        raise _err(path, line, f"{what} {_shown(v)}: the factor must be a positive number")
+    return (m.group(1), m.group(2), num)
 
 
-def _parse_pass(path: str, line: int, d: Any) -> IsfPass:
+def _parse_pass(path: str, line: int, index: int, d: Any) -> IsfPass:
     if not isinstance(d, dict):
         raise _err(path, line, "each PASSES entry must be an object")
     target = d.get("TARGET")
     if target is not None and (not isinstance(target, str) or not _IDENT.match(target)
                                or target in _RESERVED or target.startswith(("gl_", "isf_"))):
-        raise _err(path, line, f"PASS TARGET {json.dumps(target)} is not a usable GLSL identifier")
+        raise _err(path, line, f"PASS TARGET {_shown(target)} is not a usable GLSL identifier")
+    what = f"PASS {index}" + (f" ({target})" if target else "")
     return IsfPass(target=target or None, persistent=bool(d.get("PERSISTENT", False)),
                    float=bool(d.get("FLOAT", False)),
-                   width=_parse_size(path, line, d.get("WIDTH")),
-                   height=_parse_size(path, line, d.get("HEIGHT")))
+                   width=_parse_size(path, line, d.get("WIDTH"), f"{what} WIDTH"),
+                   height=_parse_size(path, line, d.get("HEIGHT"), f"{what} HEIGHT"))
 
 
 def parse_isf(text: str, path: str = "<isf>") -> IsfShader:
-    """Parse ISF ``text`` (from file ``path``, used in messages) and translate it to GLSL 330."""
+    """Parse ISF ``text`` (from file ``path``, used in messages) and translate it to GLSL 330.
+
+    ShaderError (one line, ``path:line: ...``) for anything wrong, including text over the
+    limits and a RecursionError or MemoryError from anything on the way."""
+    if len(text) > MAX_FILE_BYTES:
+        raise _err(path, 1, f"shader is too large ({len(text)} characters; at most {MAX_FILE_BYTES})")
+    try:
+        return _parse_isf(text, path)
+    except (RecursionError, MemoryError) as exc:
+        raise _err(path, 1, f"shader is too deep or too large to read ({type(exc).__name__})") from None
+
+
+def _parse_header(text: str, path: str) -> tuple[re.Match, int, int, dict]:
+    """The header comment's match, end offset, first line and parsed JSON object."""
     m = re.match(r"\s*/\*", text)
     if not m:
         raise _err(path, 1, "no ISF JSON header (the file must start with a /*{ ... }*/ comment)")
@@ -280,19 +345,31 @@ def parse_isf(text: str, path: str = "<isf>") -> IsfShader:
     if end < 0:
         raise _err(path, header_line, "unterminated ISF header comment")
     try:
-        header = json.loads(text[start:end])
+        header = safeio.json_loads(text[start:end], path)
     except json.JSONDecodeError as exc:
         raise _err(path, header_line + exc.lineno - 1, f"bad ISF JSON header: {exc.msg}") from None
+    except safeio.FileRefused as exc:
+        raise _err(path, header_line, f"bad ISF JSON header: {exc.reason}") from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise _err(path, header_line, f"bad ISF JSON header: {str(exc)[:120]}") from None
     if not isinstance(header, dict):
         raise _err(path, header_line, "the ISF JSON header must be an object")
+    return m, end, header_line, header
+
+
+def _parse_isf(text: str, path: str) -> IsfShader:
+    m, end, header_line, header = _parse_header(text, path)
     raw_inputs = header.get("INPUTS", [])
     raw_passes = header.get("PASSES", [])
     if not isinstance(raw_inputs, list) or not isinstance(raw_passes, list):
         raise _err(path, header_line, "INPUTS and PASSES must be lists")
+    for what, items, most in (("INPUTS", raw_inputs, MAX_INPUTS), ("PASSES", raw_passes, MAX_PASSES)):
+        if len(items) > most:
+            raise _err(path, header_line, f"{len(items)} {what} entries (at most {most})")
     inputs = [_parse_input(path, header_line, d) for d in raw_inputs]
-    passes = [_parse_pass(path, header_line, d) for d in raw_passes] or [IsfPass()]
+    passes = [_parse_pass(path, header_line, k, d) for k, d in enumerate(raw_passes)] or [IsfPass()]
     names = [i.name for i in inputs]
-    clash = {n for n in names if names.count(n) > 1} | ({p.target for p in passes} & set(names))
+    clash = {n for n, k in Counter(names).items() if k > 1} | ({p.target for p in passes} & set(names))
     if clash:
         raise _err(path, header_line, f"name {sorted(clash)[0]} is used twice in the header")
 
@@ -325,8 +402,9 @@ def load_isf(path: str | Path) -> IsfShader:
     """Read and translate the ISF file at ``path``; ShaderError (one line) on any problem."""
     p = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ShaderError(f"{p}: cannot read shader: {reason}") from None
+        text = safeio.read_text(path, MAX_FILE_BYTES, "shader")
+    except safeio.FileRefused as exc:
+        raise ShaderError(f"{p}: {exc.reason}") from None
+    except OSError as exc:
+        raise ShaderError(f"{p}: cannot read shader: {exc.strerror or exc}") from None
     return parse_isf(text, p)

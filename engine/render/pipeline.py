@@ -17,7 +17,17 @@ Hot reload: :meth:`Renderer.reload_changed` stats the chain's files (one ``stat`
 recompiles the ones whose modification time or size changed. A file that no longer compiles is
 reported and the previously compiled version keeps running; so does a deleted file. A reloaded
 effect takes over its predecessor's pass buffers where name, size and format match, so feedback
-trails survive an edit.
+trails survive an edit. With ``wait=False`` (the live loop) a changed file is read, parsed,
+translated and checked against the limits on a loader thread; the GL thread only compiles it
+(and creates its buffers) once that is done, and only files within the limits get that far.
+(A shared GL context to compile on a worker thread too is not available here: glcontext's EGL
+``share`` mode needs a current surface and our headless context is surfaceless.)
+
+Pass buffers are bounded before any is created (:func:`plan_targets`): each side at most
+``max(PASS_SIDE_FACTOR x the output's side, PASS_SIDE_FLOOR)`` and at most
+``GL_MAX_TEXTURE_SIZE``, and all pass buffers of a chain together (two textures per ``TARGET``,
+4 bytes a texel, 8 for ``FLOAT``) within :data:`TEXTURE_BUDGET`. An effect over a bound is refused
+with a one-line ShaderError naming the file, the PASS and the size.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import threading
 import time as _time
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -115,6 +126,43 @@ def fit_scale(src: tuple[int, int], dst: tuple[int, int], fit: str) -> tuple[flo
     return (1.0 / r, 1.0) if r > 1 else (1.0, r)
 
 
+#: Each side of a pass buffer at most max(PASS_SIDE_FACTOR x the output's side, PASS_SIDE_FLOOR)
+#: pixels (and never above the driver's GL_MAX_TEXTURE_SIZE).
+PASS_SIDE_FACTOR = 4
+PASS_SIDE_FLOOR = 4096
+#: Bytes all pass buffers of one chain may take together (both textures of every TARGET).
+TEXTURE_BUDGET = 512 << 20
+
+
+def target_bytes(size: tuple[int, int], float_: bool) -> int:
+    """GPU bytes of one pass TARGET: two RGBA textures, 8-bit or half-float."""
+    return 2 * size[0] * size[1] * 4 * (2 if float_ else 1)
+
+
+def plan_targets(shader: IsfShader, output_size: tuple[int, int], max_texture: int,
+                 budget: int) -> dict[str, tuple[tuple[int, int], bool]]:
+    """``{target: (size, float)}`` for ``shader``'s pass buffers at ``output_size``, or a one-line
+    ShaderError (file, PASS, size) when a side exceeds the cap or the buffers exceed ``budget``
+    bytes. Pure arithmetic: runs on the loader thread before any GL object exists."""
+    caps = [min(max(PASS_SIDE_FACTOR * s, PASS_SIDE_FLOOR), max_texture) for s in output_size]
+    where = f"{shader.path}:{shader.header_line}"
+    plan: dict[str, tuple[tuple[int, int], bool]] = {}
+    for k, p in enumerate(shader.passes):
+        size = p.size(output_size)
+        what = f"PASS {k}" + (f" ({p.target})" if p.target else "")
+        if size[0] > caps[0] or size[1] > caps[1]:
+            raise ShaderError(f"{where}: {what} would be {size[0]}x{size[1]} pixels; at most "
+                              f"{caps[0]}x{caps[1]} for a {output_size[0]}x{output_size[1]} output")
+        if p.target and p.target not in plan:
+            plan[p.target] = (size, bool(p.float))
+    total = sum(target_bytes(sz, f) for sz, f in plan.values())
+    if total > budget:
+        sizes = ", ".join(f"{t} {sz[0]}x{sz[1]}{' FLOAT' if f else ''}" for t, (sz, f) in plan.items())
+        raise ShaderError(f"{where}: its pass buffers ({sizes}) need {total / 2**20:.0f} MiB; the "
+                          f"chain has {max(0, budget) / 2**20:.0f} MiB of its texture budget left")
+    return plan
+
+
 _EFFECT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 
 
@@ -164,23 +212,32 @@ class _Effect:
 
     def __init__(self, ctx: moderngl.Context, name: str, path: Path, shader: IsfShader,
                  output_size: tuple[int, int], blank: moderngl.Texture,
-                 adopt: Mapping[str, _Target] | None = None, sig: tuple | None = None):
+                 adopt: Mapping[str, _Target] | None = None, sig: tuple | None = None,
+                 plan: Mapping[str, tuple] | None = None):
         """``adopt``: buffers of a previous version of this effect, taken over (not copied)
-        where name, size and format match; the caller then drops them from the old effect."""
+        where name, size and format match; the caller then drops them from the old effect.
+        ``plan``: the checked buffer sizes (:func:`plan_targets`); by default the uncapped ones."""
         self.name, self.path, self.shader = name, path, shader
         self.sig = sig if sig is not None else _signature(path)
+        if plan is None:
+            plan = plan_targets(shader, output_size, 1 << 31, 1 << 62)
         self.program = shader.compile(ctx)
-        self.vao = ctx.vertex_array(self.program, [])
         self.targets: dict[str, _Target] = {}
-        adopt = adopt or {}
-        for p in shader.passes:
-            if p.target and p.target not in self.targets:
-                size = p.size(output_size)
-                old = adopt.get(p.target)
-                if old is not None and old.size == size and old.float == bool(p.float):
-                    self.targets[p.target] = old
+        try:
+            self.vao = ctx.vertex_array(self.program, [])
+            adopt = adopt or {}
+            for target, (size, float_) in plan.items():
+                old = adopt.get(target)
+                if old is not None and old.size == size and old.float == float_:
+                    self.targets[target] = old
                 else:
-                    self.targets[p.target] = _Target(ctx, size, p.float)
+                    self.targets[target] = _Target(ctx, size, float_)
+        except BaseException:   # e.g. GL out of memory: free what was made, keep adopted buffers
+            for t in self.targets.values():
+                if t not in (adopt or {}).values():
+                    t.release()
+            self.program.release()
+            raise
         self.pass_sizes = [p.size(output_size) for p in shader.passes]
         self.output_size = tuple(output_size)
         prog = self.program
@@ -280,6 +337,11 @@ class _Effect:
                 self.vao.render(moderngl.TRIANGLES, vertices=3)
         return dst.color_attachments[0], dst
 
+    @property
+    def bytes(self) -> int:
+        """GPU bytes of this effect's pass buffers (counted against the chain's budget)."""
+        return sum(target_bytes(t.size, t.float) for t in self.targets.values())
+
     def release(self) -> None:
         for t in self.targets.values():
             t.release()
@@ -308,6 +370,42 @@ def _settled(sig: tuple | None) -> bool:
         return True
     age = _time.time_ns() - sig[0]
     return not (-10_000_000 < age < SETTLE_NS)
+
+
+def _one_line(path: Path, exc: BaseException) -> str:
+    """``path: reason`` on one line for an error that is not a ShaderError."""
+    reason = (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)) or ""
+    first = reason.strip().split("\n")[0][:200]
+    return f"{path}: {first or type(exc).__name__}"
+
+
+def _prepare(path: Path, check) -> IsfShader | BaseException:
+    """Read, parse, translate and check a shader file (no GL): the shader, or the error."""
+    try:
+        shader = load_isf(path)
+        check(shader)
+        return shader
+    except ShaderError as exc:
+        return exc
+    except Exception as exc:   # nothing a file holds may escape as anything but one line
+        return ShaderError(_one_line(path, exc))
+
+
+class _LoadJob:
+    """A changed shader file read, parsed and checked on a daemon thread (:func:`_prepare`)."""
+
+    def __init__(self, path: Path, sig, check):
+        self.path, self.sig = path, sig
+        self.result: IsfShader | BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(check,), daemon=True,
+                                        name="lj-shader-loader")
+        self._thread.start()
+
+    def _run(self, check) -> None:
+        self.result = _prepare(self.path, check)
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
 
 
 def _glsl_log(exc) -> str:
@@ -355,8 +453,11 @@ class Renderer:
     def __init__(self, ctx: moderngl.Context, input_size: tuple[int, int],
                  output_size: tuple[int, int], chain: Sequence[str] = (),
                  shader_dir: str | Path = "shaders", fit: str = "letterbox",
-                 bicubic: bool = True):
+                 bicubic: bool = True, texture_budget: int = TEXTURE_BUDGET):
         self.ctx = ctx
+        self.texture_budget = int(texture_budget)
+        self.max_texture = int(ctx.info.get("GL_MAX_TEXTURE_SIZE") or 4096)
+        self._jobs: dict[int, _LoadJob] = {}   # slot -> a changed file being read on a thread
         fit_scale((1, 1), (1, 1), fit)  # checks the name
         self.fit = fit
         self.bicubic = bool(bicubic)
@@ -416,7 +517,9 @@ class Renderer:
         old = {}
         for e in self._effects:
             old.setdefault(e.name, []).append(e)
+        self._jobs = {}   # loads in flight were for the old chain's slots: their results are dropped
         slots, seen, errors = [], [], []
+        used = 0
         for name in names:
             effect, sig = None, None
             try:
@@ -425,17 +528,17 @@ class Renderer:
                 path = self.shader_dir / f"{name}.fs"
                 sig = _signature(path)
                 reuse = old.get(name)
-                if reuse and sig is not None and reuse[0].sig == sig:
+                if reuse and sig is not None and reuse[0].sig == sig \
+                        and used + reuse[0].bytes <= self.texture_budget:
                     effect = reuse.pop(0)
                 else:
-                    shader = load_isf(path)
-                    effect = _Effect(self.ctx, name, path, shader, self.output_size,
-                                     self._blank, sig=sig)
+                    effect = self._build(name, path, sig, load_isf(path), self.texture_budget - used)
+                used += effect.bytes
             except ShaderError as exc:
                 errors.append(str(exc))
                 log.warning("effect %s skipped: %s%s", name, exc, _glsl_log(exc))
-            except OSError as exc:
-                msg = f"{self.shader_dir / f'{name}.fs'}: {exc.strerror or exc}"
+            except Exception as exc:  # never let one file stop the chain (GL errors included)
+                msg = _one_line(self.shader_dir / f"{name}.fs", exc)
                 errors.append(msg)
                 log.warning("effect %s skipped: %s", name, msg)
             slots.append(effect)
@@ -449,7 +552,19 @@ class Renderer:
         self._effects = [e for e in slots if e is not None]
         self.errors = errors
 
-    def reload_changed(self) -> list[str]:
+    def _build(self, name: str, path: Path, sig, shader: IsfShader, budget: int,
+               adopt: Mapping[str, _Target] | None = None) -> _Effect:
+        """Check ``shader``'s buffers against the caps and ``budget`` bytes, then compile it."""
+        plan = plan_targets(shader, self.output_size, self.max_texture, budget)
+        return _Effect(self.ctx, name, path, shader, self.output_size, self._blank,
+                       adopt=adopt, sig=sig, plan=plan)
+
+    def _budget_for(self, slot: int) -> int:
+        """Texture bytes left for slot ``slot`` (everything but its current effect counted)."""
+        return self.texture_budget - sum(e.bytes for k, e in enumerate(self._slots)
+                                         if e is not None and k != slot)
+
+    def reload_changed(self, wait: bool = True) -> list[str]:
         """Recompile the chain's effects whose files changed since they were last looked at
         (one ``stat`` per effect: cheap enough to call every few frames). Returns the names
         reloaded. A file that fails to load or compile is reported once per change (the
@@ -457,49 +572,73 @@ class Renderer:
         :attr:`errors` and logged on ``lj.render``) and the previous version keeps running; a
         deleted file keeps the loaded effect too. An effect that failed before is loaded once
         its file is fixed. A successful reload takes over the old version's pass buffers where
-        sizes match, and drops that file's entries from :attr:`errors`."""
+        sizes match, and drops that file's entries from :attr:`errors`.
+
+        ``wait=False``: a changed file is read, parsed and checked on a loader thread, and a
+        later call compiles it here once that is done (this call returns at once)."""
         reloaded = []
         for i, name in enumerate(self._names):
             if name is None:  # a bad name, reported by set_chain
                 continue
             path = self.shader_dir / f"{name}.fs"
+            job = self._jobs.get(i)
+            if job is not None:
+                if job.is_alive():
+                    continue
+                del self._jobs[i]
+                if self._install(i, name, path, job.sig, job.result):
+                    reloaded.append(name)
+                continue
             sig = _signature(path)
             if sig == self._seen[i]:
                 continue
             # a file still being written is compiled now and looked at again next time
             self._seen[i] = sig if _settled(sig) else ("unsettled",)
-            old = self._slots[i]
             if sig is None:
-                if old is not None:
+                if self._slots[i] is not None:
                     log.warning("%s: shader file gone; effect %s keeps running", path, name)
                 continue
-            try:
-                shader = load_isf(path)
-                new = _Effect(self.ctx, name, path, shader, self.output_size, self._blank,
-                              adopt=old.targets if old is not None else None, sig=sig)
-            except (ShaderError, moderngl.Error) as exc:
-                msg = str(exc) if isinstance(exc, ShaderError) else f"{path}: {exc}".split("\n")[0]
-                prefix = f"{path}:"
-                self.errors = [e for e in self.errors if not e.startswith(prefix)] + [msg]
-                if old is not None:
-                    log.warning("effect %s not reloaded, the previous version keeps running: %s%s",
-                                name, msg, _glsl_log(exc))
-                else:
-                    log.warning("effect %s still not loaded: %s%s", name, msg, _glsl_log(exc))
-                continue
-            if old is not None:
-                for key, tgt in new.targets.items():
-                    if old.targets.get(key) is tgt:
-                        del old.targets[key]
-                old.release()
-            self._slots[i] = new
-            prefix = f"{path}:"
-            self.errors = [e for e in self.errors if not e.startswith(prefix)]
-            reloaded.append(name)
-            log.info("effect %s reloaded from %s", name, path)
+            if wait:
+                if self._install(i, name, path, sig, _prepare(path, self._checker(i))):
+                    reloaded.append(name)
+            else:
+                self._jobs[i] = _LoadJob(path, sig, self._checker(i))
         if reloaded:
             self._effects = [e for e in self._slots if e is not None]
         return reloaded
+
+    def _checker(self, slot: int):
+        """The buffer check a loader thread runs on a parsed shader for ``slot`` (pure)."""
+        size, cap, budget = self.output_size, self.max_texture, self._budget_for(slot)
+        return lambda shader: plan_targets(shader, size, cap, budget)
+
+    def _install(self, i: int, name: str, path: Path, sig, loaded) -> bool:
+        """Compile a loaded shader (or report its error) into slot ``i``; True if it runs now."""
+        old = self._slots[i]
+        prefix = f"{path}:"
+        try:
+            if isinstance(loaded, BaseException):
+                raise loaded
+            new = self._build(name, path, sig, loaded, self._budget_for(i),
+                              adopt=old.targets if old is not None else None)
+        except Exception as exc:  # ShaderError, moderngl.Error, anything: never the loop's end
+            msg = str(exc) if isinstance(exc, ShaderError) else _one_line(path, exc)
+            self.errors = [e for e in self.errors if not e.startswith(prefix)] + [msg]
+            if old is not None:
+                log.warning("effect %s not reloaded, the previous version keeps running: %s%s",
+                            name, msg, _glsl_log(exc))
+            else:
+                log.warning("effect %s still not loaded: %s%s", name, msg, _glsl_log(exc))
+            return False
+        if old is not None:
+            for key, tgt in new.targets.items():
+                if old.targets.get(key) is tgt:
+                    del old.targets[key]
+            old.release()
+        self._slots[i] = new
+        self.errors = [e for e in self.errors if not e.startswith(prefix)]
+        log.info("effect %s reloaded from %s", name, path)
+        return True
 
     @property
     def inputs(self) -> dict[str, tuple]:
