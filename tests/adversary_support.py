@@ -164,13 +164,25 @@ class FrameClock:
         self._thread.start()
 
     def _run(self):
+        # The kernel's arrival time of each datagram (SO_TIMESTAMPNS), so a receiver thread that
+        # is scheduled late (a loaded machine, the attacks' own threads) neither bunches nor
+        # stretches the frame times it reads.
+        stamped = hasattr(socket, "SO_TIMESTAMPNS")
+        if stamped:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_TIMESTAMPNS, 1)
         while not self._stop.is_set():
             try:
-                data = self.sock.recv(65536)
+                data, anc, _, _ = self.sock.recvmsg(65536, 256)
             except OSError:
                 continue
-            if b"/lj/time" in data:
-                self.stamps.append(time.monotonic())
+            if b"/lj/time" not in data:
+                continue
+            when = time.monotonic()
+            for level, kind, raw in anc:
+                if stamped and level == socket.SOL_SOCKET and kind == socket.SO_TIMESTAMPNS:
+                    sec, nsec = struct.unpack("qq", raw[:16])
+                    when -= time.time() - (sec + nsec * 1e-9)  # realtime arrival -> monotonic
+            self.stamps.append(when)
 
     def count(self) -> int:
         return len(self.stamps)
@@ -188,13 +200,13 @@ class FrameClock:
 
     def longest_gap(self, start: float, end: float) -> float:
         """Longest time without a frame inside [start, end] (edges count as gap ends)."""
-        stamps = [start] + [s for s in list(self.stamps) if start <= s <= end] + [end]
+        stamps = [start] + sorted(s for s in list(self.stamps) if start <= s <= end) + [end]
         return max(b - a for a, b in zip(stamps, stamps[1:]))
 
     def median_frame(self, seconds: float = 3.0) -> float:
         """Median frame time over the last ``seconds`` of frames."""
         now = time.monotonic()
-        s = [x for x in list(self.stamps) if x >= now - seconds]
+        s = sorted(x for x in list(self.stamps) if x >= now - seconds)
         gaps = [b - a for a, b in zip(s, s[1:])]
         return statistics.median(gaps) if gaps else float("nan")
 
