@@ -57,7 +57,7 @@ RSS_GROWTH = 400 * 1024 ** 2
 LIVE_TIMEOUT = 8.0
 HEALTH_TIMEOUT = 5.0
 #: How long a fresh engine may take to show its first frames.
-START_TIMEOUT = 90.0
+START_TIMEOUT = 180.0
 
 MAPPING = """[meta]
 name = "{name}"
@@ -420,7 +420,11 @@ def run_attack(engine: Engine, name: str, attack) -> Result:
     gets a fresh one from :meth:`Engine.ensure`: no test inherits a hung, bloated or stuck-loader
     engine from another.
     """
-    engine.ensure()
+    try:
+        engine.ensure()
+    except RuntimeError as exc:  # not this attack's doing: say so, and let the next one retry
+        engine.stop()
+        return Result(name, [f"not run: {str(exc).splitlines()[0]}"], float("nan"), float("nan"))
     median = engine.clock.median_frame(2.0)
     before = engine.folder.snapshot_outside()
     rss0 = engine.rss()

@@ -58,7 +58,7 @@ settings.load_profile("lj")
 pytestmark = pytest.mark.timeout(300)
 
 #: One input may take this long: generous for a loaded machine, far below a hang.
-PER_EXAMPLE_S = 2.0
+PER_EXAMPLE_S = 5.0
 
 # -- OSC ----------------------------------------------------------------------------------------
 
