@@ -17,7 +17,7 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -55,6 +55,8 @@ class LiveOptions:
     osc_port: int | None = 9000
     osc_out: list[tuple[str, int]] | None = None
     osc_allow: list[str] | None = None
+    osc_lan_admin: bool = False        # LAN peers may also load files by path, swap models, record
+    show_dirs: list[str] = field(default_factory=list)  # more folders remote loads may name
     osc_smoothing: float = 0.06
     oscquery_port: int | None = None  # None: no OSCQuery; 0: any free port
     link: bool = False                 # follow an Ableton Link session (engine.audio.steer)
@@ -149,7 +151,7 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
     try:
         if opts.osc_port is not None:
             server = OscServer(controls, host=opts.osc_host, port=opts.osc_port,
-                               allow=opts.osc_allow)
+                               allow=opts.osc_allow, lan_admin=opts.osc_lan_admin)
             server.start()  # a busy port fails here, before anything opens
         sender = OscSender(targets=opts.osc_out) if opts.osc_out else None
         live_control.start(midi=opts.midi)
@@ -157,6 +159,8 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
         session = Session(source.sample_rate, mapping_path, opts.generator,
                           (opts.size, opts.size))
         declare_params(controls, session.mapping)
+        if server is not None:  # remote loads stay inside the show's folders
+            server.folders = show_folders(session.mapping_path, opts.show_dirs)
         controls.declare_trigger("still")
         show = Show(session, controls, opts.presets_dir, opts.latents_dir, opts.cues)
         controls.declare_trigger("hold")  # keep the frame on screen as the transition's start
@@ -487,6 +491,15 @@ def save_still(renderer, folder: str) -> Path | None:
         return None
     log.info("still saved: %s", path)
     return path
+
+
+def show_folders(mapping_path, extra) -> "ShowFolders":
+    """The folders OSC loads may name: the starting mapping's, the shipped mappings, ``--show-dir``."""
+    from engine.control.access import ShowFolders
+    from engine.paths import MAPPING_DIR
+
+    base = Path(mapping_path).resolve().parent
+    return ShowFolders([base, MAPPING_DIR, *extra], base=base)
 
 
 def declare_params(controls: Controls, mapping) -> None:
