@@ -208,3 +208,26 @@ def test_huge_and_deep_bundles_are_refused_or_handled(rig):
     wait_for(lambda: rig.stats["bad_packets"] >= 1 and rig.stats["messages"] >= 2000,
              "both bundles", timeout=HANG)
     assert ask(rig, "/lj/param/speed") == {"/lj/param/speed": [pytest.approx(0.3)]}
+
+
+def test_one_datagram_cannot_apply_a_pattern_to_millions_of_targets(monkeypatch):
+    """2,500 x /lj/param/* against 1,024 parameters was 2.5 million writes from one datagram."""
+    import engine.control.osc as osc
+
+    controls = Controls(smoothing=0)
+    for i in range(1024):
+        controls.declare_param(f"p{i}", 0.5)
+    writes = []
+    real = Controls.set_param
+    monkeypatch.setattr(Controls, "set_param", lambda self, *a, **k: writes.append(1) or real(self, *a, **k))
+    with OscServer(controls, host=LOCAL, port=0) as srv:
+        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        client.settimeout(HANG)
+        client.sendto(bundle(None, [encode_message("/lj/param/*", [0.25])] * 2500), (LOCAL, srv.port))
+        wait_for(lambda: srv.stats["messages"] >= 2500, "the bundle", timeout=120)
+        client.sendto(encode_message("/lj/get", ["/lj/param/p7"]), (LOCAL, srv.port))
+        data, _ = client.recvfrom(65535)
+        client.close()
+    assert OscPacket(data).messages[0].message.params == [0.25]  # the first ones were applied
+    assert len(writes) <= osc.MAX_DATAGRAM_MATCH_STEPS // osc.TARGET_STEPS
+    assert srv.stats["over_budget"] > 2000

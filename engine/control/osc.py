@@ -37,7 +37,7 @@ import time
 from collections.abc import Iterable
 
 from engine.control.access import LAN_ADMIN_ONLY, AllowList, ShowFolders, is_loopback
-from engine.control.pattern import Budget, PatternError, is_pattern, match
+from engine.control.pattern import Budget, PatternError, TooCostly, is_pattern, match
 from engine.control.sender import OscSender
 from engine.control.space import (COMMANDS, GENERATOR_LOAD, GET, LIST, MAPPING_LOAD, NAME_RE, PARAM_PREFIX,
                                   READ, RELEASE, TEMPO_PREFIX, TRIGGER_PREFIX, WRITE)
@@ -64,6 +64,9 @@ MAX_SCHEDULE_AHEAD = 60.0
 #: Elementary pattern-matching steps one datagram (or one batch of due messages) may cost in all;
 #: beyond it the remaining pattern messages are ignored (see engine.control.pattern.Budget).
 MAX_DATAGRAM_MATCH_STEPS = 400_000
+#: What applying a pattern to one target, or answering one address, costs from that budget: so a
+#: datagram of 2,000 ``/lj/param/*`` against 1,000 parameters cannot keep the thread for seconds.
+TARGET_STEPS = 50
 #: Replies may use at most this many bytes per second (a burst of as much is allowed).
 REPLY_BYTES_PER_S = 256 * 1024
 #: Pattern match results kept (per version of the address space).
@@ -184,6 +187,8 @@ class OscServer:
         # Pattern matches, valid for one version of the address space (server thread only).
         self._match_version = -1
         self._matches: dict[str, list[str]] = {}
+        self._writable: list[str] = []
+        self._readable: tuple[int, list[str]] = (-1, [])
         self._direct_version = -1
         self._direct_cache: frozenset = frozenset()
         self._command_table = self._commands()
@@ -445,14 +450,18 @@ class OscServer:
             self._answer_get(args, reply_to, budget)
             return
         if address == LIST:
-            self._answer_list(reply_to)
+            if self._charge(budget, len(self._readable[1]) or 64, address):
+                self._answer_list(reply_to)
             return
         if not address.startswith("/lj/"):
             results = [self._apply_bound(address, args)]
         elif not is_pattern(address):
             results = [self._apply_one(address, args, admin)]
         else:
-            results = [self._apply_one(a, args, admin) for a in self._match_writable(address, budget)]
+            targets = self._match_writable(address, budget)
+            if not self._charge(budget, len(targets), address):
+                return
+            results = [self._apply_one(a, args, admin) for a in targets]
         refused = [r for r in results if r in ("refused", "outside")]
         if refused:  # never applied; "outside" ones were counted by Controls.note_refused
             controls.count("refused_commands", refused.count("refused"))
@@ -471,6 +480,16 @@ class OscServer:
             controls.count("unknown_addresses")
             self._warn.warning("OSC address %s is not in the /lj/ address space; ignored", address[:200])
 
+    def _charge(self, budget: Budget, targets: int, address: str) -> bool:
+        """Take ``targets`` x TARGET_STEPS from ``budget``; False (counted, logged) if spent."""
+        try:
+            budget.spend(targets * TARGET_STEPS)
+            return True
+        except TooCostly:
+            self.controls.count("over_budget")
+            self._warn.warning("OSC %s ignored: its datagram has spent its work budget", address[:200])
+            return False
+
     def _match_writable(self, pattern: str, budget: Budget) -> list[str]:
         """The addresses a pattern sets (params, declared triggers, the mapping load), cached.
 
@@ -479,18 +498,23 @@ class OscServer:
         costly for ``budget`` matches nothing (and is remembered as such).
         """
         version = self.controls.version
-        if version != self._match_version or len(self._matches) >= MAX_CACHED_PATTERNS:
+        if version != self._match_version:
+            self._writable = [i.address for i in self.controls.describe()
+                              if i.access & WRITE and i.address not in _NOT_BY_PATTERN]
             self._matches.clear()
             self._match_version = version
+        elif len(self._matches) >= MAX_CACHED_PATTERNS:
+            self._matches.clear()
         targets = self._matches.get(pattern)
         if targets is None:
-            writable = [i.address for i in self.controls.describe()
-                        if i.access & WRITE and i.address not in _NOT_BY_PATTERN]
+            full = budget.left >= MAX_DATAGRAM_MATCH_STEPS
             try:
-                targets = match(pattern, writable, budget)
+                targets = match(pattern, self._writable, budget)
             except PatternError as exc:
+                self._warn.warning("OSC pattern %s ignored (%s)", pattern[:200], exc)
+                if isinstance(exc, TooCostly) and not full:
+                    return []  # this datagram's budget ran out: the pattern may be fine alone
                 targets = []
-                self._warn.warning("OSC pattern %s is malformed (%s); ignored", pattern[:200], exc)
             self._matches[pattern] = targets
         return targets
 
@@ -593,11 +617,16 @@ class OscServer:
             self.controls.count("bad_values")
             self._warn.warning("OSC %s ignored: needs one string (an address or pattern), got %r", GET, args[:4])
             return
-        readable = [i.address for i in self.controls.describe() if i.access & READ]
+        version = self.controls.version
+        if self._readable[0] != version:  # the readable addresses change only with the space
+            self._readable = (version, [i.address for i in self.controls.describe()
+                                        if i.access & READ])
         try:
-            targets = match(args[0], readable, budget)
+            targets = match(args[0], self._readable[1], budget)
         except PatternError:
             targets = []
+        if not self._charge(budget, len(targets), GET):
+            return
         replies = []
         for address in targets:
             value = self.controls.value(address)

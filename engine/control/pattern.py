@@ -34,6 +34,10 @@ class PatternError(ValueError):
     or matching it would cost more than its budget."""
 
 
+class TooCostly(PatternError):
+    """Matching ran out of its :class:`Budget` (the pattern, or the datagram, costs too much)."""
+
+
 class Budget:
     """A count of elementary matching steps left; shared by every match of one datagram."""
 
@@ -45,7 +49,7 @@ class Budget:
     def spend(self, steps: int) -> None:
         self.left -= steps
         if self.left < 0:
-            raise PatternError("pattern too costly to match")
+            raise TooCostly("pattern too costly to match")
 
 
 def is_pattern(address: str) -> bool:
@@ -118,6 +122,9 @@ class Segment:
         while i < len(text):
             ch = text[i]
             if ch == "*":
+                if i and text[i - 1] == "*":  # "**" is "*"
+                    i += 1
+                    continue
                 nxt = new()
                 self.tests[cur] = (("?",), cur)
                 eps[cur].append(nxt)
@@ -129,7 +136,7 @@ class Segment:
                 words = text[i + 1:end].split(",")
                 if any(is_pattern(w) for w in words):
                     raise PatternError("nested pattern in '{...}'")
-                join = new()
+                ends = []
                 for word in words:  # a chain of literal states per word, from cur to join
                     at = new()
                     eps[cur].append(at)
@@ -137,6 +144,9 @@ class Segment:
                         nxt = new()
                         self.tests[at] = (("c", c), nxt)
                         at = nxt
+                    ends.append(at)
+                join = new()
+                for at in ends:
                     eps[at].append(join)
                 cur, i = join, end + 1
             elif ch in "]}":
@@ -150,19 +160,15 @@ class Segment:
                 self.tests[cur] = (test, nxt)
                 cur = nxt
         self.accept = 1 << cur
-        self.closure = [self._close(s, eps) for s in range(len(self.tests))]
+        # Every epsilon move goes to a later state, so closures build back to front in one pass.
+        self.closure = [0] * len(self.tests)
+        for s in range(len(self.tests) - 1, -1, -1):
+            bits = 1 << s
+            for t in eps[s]:
+                bits |= self.closure[t]
+            self.closure[s] = bits
         self.start = self.closure[0]
         self._cache: dict[tuple[int, str], int] = {}
-
-    @staticmethod
-    def _close(s: int, eps: list[list[int]]) -> int:
-        seen, todo = 1 << s, [s]
-        while todo:
-            for t in eps[todo.pop()]:
-                if not seen >> t & 1:
-                    seen |= 1 << t
-                    todo.append(t)
-        return seen
 
     def _step(self, states: int, ch: str) -> int:
         out = 0
@@ -236,6 +242,9 @@ def match(pattern: str, addresses: Iterable[str], budget: Budget | None = None) 
     """
     if not is_pattern(pattern):
         return [a for a in addresses if a == pattern]
-    compiled = compile_pattern(pattern)
     budget = budget if budget is not None else Budget()
+    if budget.left <= 0:
+        raise TooCostly("no matching budget left for this datagram")
+    budget.spend(len(pattern))  # compiling is linear in the pattern (cached after the first time)
+    compiled = compile_pattern(pattern)
     return [a for a in addresses if compiled.fullmatch(a, budget)]

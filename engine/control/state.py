@@ -36,6 +36,7 @@ STAT_NAMES = (
     "unknown_addresses",  # well-formed messages to an address outside the /lj/ space (or matching nothing)
     "rejected_senders",  # datagrams from an address not in the server's allow list
     "refused_commands",  # commands a LAN peer may not send (docs/osc.md), or paths outside the show
+    "over_budget",  # messages ignored because their datagram spent its work budget (osc.py)
     "dropped_params",  # undeclared parameter names pushed out by newer ones (MAX_UNDECLARED)
     "dropped_triggers",  # triggers pushed out of a full queue (the frame loop fell far behind)
     "scheduled",  # messages from bundles time-tagged in the future, applied at their time
