@@ -231,3 +231,49 @@ def test_one_datagram_cannot_apply_a_pattern_to_millions_of_targets(monkeypatch)
     assert OscPacket(data).messages[0].message.params == [0.25]  # the first ones were applied
     assert len(writes) <= osc.MAX_DATAGRAM_MATCH_STEPS // osc.TARGET_STEPS
     assert srv.stats["over_budget"] > 2000
+
+
+# -- generated packets ---------------------------------------------------------------------------
+
+_ADDR = st.text(st.sampled_from("/lj/paramtrigersfxnc*?[]{},!-0az"), min_size=1, max_size=80).map(
+    lambda s: "/" + s)
+_ARGS = st.lists(st.one_of(st.integers(-2**31, 2**31 - 1), st.floats(width=32), st.booleans(),
+                           st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"),
+                                   max_size=40),
+                           st.binary(min_size=1, max_size=40)), max_size=4)
+
+
+def _osc(address, args) -> bytes:
+    from pythonosc.osc_message_builder import OscMessageBuilder
+
+    b = OscMessageBuilder(address)
+    for a in args:
+        b.add_arg(a)
+    return b.build().dgram
+
+
+_MESSAGE = st.builds(_osc, _ADDR, _ARGS)
+_TAG = st.one_of(st.none(), st.floats(-1e4, 1e4).map(lambda d: time.time() + d),
+                 st.just(time.time() + 1e9))
+_PACKET = st.recursive(_MESSAGE, lambda inner: st.builds(bundle, _TAG, st.lists(inner, max_size=6)),
+                       max_leaves=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(_PACKET, st.binary(max_size=200)), min_size=1, max_size=4))
+def test_generated_packets_never_raise_and_cost_little(packets):
+    """Any packet, well-formed or not, is handled without an exception escaping the handler."""
+    controls = Controls(smoothing=0)
+    for i in range(20):
+        controls.declare_param(f"p{i}", 0.5)
+    controls.declare_trigger("flash")
+    controls.declare_direct("/lj/truncation", 0.7, 0.0, 1.0)
+    srv = OscServer(controls, port=0)
+    for packet in packets:
+        started = time.monotonic()
+        srv.handle_datagram(packet, ("192.0.2.9", 9))  # a LAN peer; no socket, so no replies
+        srv.handle_datagram(packet, (LOCAL, 9))
+        srv.run_due(time.monotonic() + 120.0)  # everything scheduled, now
+        assert time.monotonic() - started < HANG
+    assert srv.pending == 0
+    assert controls.snapshot().mapping is None or controls.snapshot().mapping.startswith("/")

@@ -398,7 +398,6 @@ class OscServer:
         return {
             MAPPING_LOAD: lambda a: self._path_request(MAPPING_LOAD, a, self.folders.mapping,
                                                        c.request_mapping),
-            RELEASE: self._release,
             LEARN_CANCEL: lambda a: _press(a, b.cancel),
             LEARN_FORGET: lambda a: _one_string(a, b.forget),
             GENERATOR_LOAD: lambda a: self._path_request(GENERATOR_LOAD, a, self.folders.generator,
@@ -456,7 +455,7 @@ class OscServer:
         if not address.startswith("/lj/"):
             results = [self._apply_bound(address, args)]
         elif not is_pattern(address):
-            results = [self._apply_one(address, args, admin)]
+            results = [self._apply_one(address, args, admin, budget)]
         else:
             targets = self._match_writable(address, budget)
             if not self._charge(budget, len(targets), address):
@@ -518,7 +517,8 @@ class OscServer:
             self._matches[pattern] = targets
         return targets
 
-    def _apply_one(self, address: str, args: list, admin: bool = True) -> str:
+    def _apply_one(self, address: str, args: list, admin: bool = True,
+                   budget: Budget | None = None) -> str:
         """Apply one literal address: "ok", "bad" (unusable arguments), "unknown", "refused"
         (a LAN peer without ``admin``) or "outside" (a path outside the show's folders)."""
         controls = self.controls
@@ -545,6 +545,8 @@ class OscServer:
             handler = self._command_table.get(address)
             if handler is not None:
                 return handler(args)
+            if address == RELEASE:
+                return self._release(args, budget or Budget(MAX_DATAGRAM_MATCH_STEPS))
             if address == LEARN:
                 return self._learn(args[0], admin) if len(args) == 1 and isinstance(args[0], str) \
                     else "bad"
@@ -598,13 +600,13 @@ class OscServer:
         if self._apply_one(address, args) != "ok":
             self.controls.count("bad_values")
 
-    def _release(self, args: list) -> str:
+    def _release(self, args: list, budget: Budget) -> str:
         if not args or isinstance(args[0], (int, float)):  # everything (a button: on press)
             return _press(args, self.controls.release_direct)
         if len(args) != 1 or not isinstance(args[0], str):
             return "bad"
         try:
-            targets = match(args[0], self.controls.held_direct(), Budget(MAX_DATAGRAM_MATCH_STEPS))
+            targets = match(args[0], self.controls.held_direct(), budget)
         except PatternError:
             return "bad"
         self.controls.release_direct(targets)
