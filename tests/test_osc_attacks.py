@@ -277,3 +277,20 @@ def test_generated_packets_never_raise_and_cost_little(packets):
         assert time.monotonic() - started < HANG
     assert srv.pending == 0
     assert controls.snapshot().mapping is None or controls.snapshot().mapping.startswith("/")
+
+
+def test_a_flood_of_learn_requests_is_rate_limited(rig, monkeypatch):
+    """Each learned binding is saved to a file: 200 learn + move pairs must not mean 200 saves."""
+    from engine.control.learn import Bindings
+
+    saves = []
+    monkeypatch.setattr(Bindings, "save", lambda self: saves.append(1))
+    pairs = []
+    for i in range(200):
+        pairs += [encode_message("/lj/learn", ["/lj/param/speed"]), encode_message(f"/src/{i}", [0.5])]
+    started = time.monotonic()
+    rig.send(bundle(None, pairs))
+    wait_for(lambda: rig.stats["messages"] >= 400, "the flood", timeout=HANG)
+    allowed = 5.0 * (1 + time.monotonic() - started) + 1  # osc.LEARN_PER_S, a burst of as many
+    assert 1 <= len(saves) <= allowed
+    assert rig.controls.bindings.table  # the first ones were learned

@@ -71,6 +71,8 @@ TARGET_STEPS = 50
 REPLY_BYTES_PER_S = 256 * 1024
 #: Pattern match results kept (per version of the address space).
 MAX_CACHED_PATTERNS = 256
+#: Learn requests accepted per second (each learned binding rewrites the bindings file).
+LEARN_PER_S = 5.0
 #: Addresses per ``/lj/list`` reply message.
 LIST_CHUNK = 64
 
@@ -184,6 +186,7 @@ class OscServer:
         self._schedule_lock = threading.Lock()
         self._seq = itertools.count()
         self._budget = _ReplyBudget(REPLY_BYTES_PER_S)
+        self._learn_rate = _ReplyBudget(LEARN_PER_S)  # a token bucket of learn requests
         # Pattern matches, valid for one version of the address space (server thread only).
         self._match_version = -1
         self._matches: dict[str, list[str]] = {}
@@ -592,6 +595,9 @@ class OscServer:
             return "bad"
         if address in LAN_ADMIN_ONLY and not admin:
             return "refused"
+        if not self._learn_rate.take(1):
+            self.controls.count("over_budget")  # a flood of learn requests: each would save a file
+            return "ok"
         self.controls.bindings.learn(address)
         return "ok"
 
