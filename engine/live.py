@@ -160,7 +160,8 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
                           (opts.size, opts.size))
         declare_params(controls, session.mapping)
         if server is not None:  # remote loads stay inside the show's folders
-            server.folders = show_folders(session.mapping_path, opts.show_dirs)
+            from engine.control.access import ShowFolders
+            server.folders = ShowFolders.for_show(session.mapping_path, opts.show_dirs)
         controls.declare_trigger("still")
         show = Show(session, controls, opts.presets_dir, opts.latents_dir, opts.cues)
         controls.declare_trigger("hold")  # keep the frame on screen as the transition's start
@@ -491,15 +492,6 @@ def save_still(renderer, folder: str) -> Path | None:
         return None
     log.info("still saved: %s", path)
     return path
-
-
-def show_folders(mapping_path, extra) -> "ShowFolders":
-    """The folders OSC loads may name: the starting mapping's, the shipped mappings, ``--show-dir``."""
-    from engine.control.access import ShowFolders
-    from engine.paths import MAPPING_DIR
-
-    base = Path(mapping_path).resolve().parent
-    return ShowFolders([base, MAPPING_DIR, *extra], base=base)
 
 
 def declare_params(controls: Controls, mapping) -> None:

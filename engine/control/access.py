@@ -104,6 +104,15 @@ class ShowFolders:
         real_base = _real(base) if base is not None else None
         self.base = real_base or (self.roots[0] if self.roots else Path.cwd())
 
+    @classmethod
+    def for_show(cls, mapping_path: str | os.PathLike, extra: Iterable = ()) -> "ShowFolders":
+        """A running show's folders: its starting mapping's (also the base of relative paths),
+        the shipped mappings, and the operator's ``--show-dir`` folders."""
+        from engine.paths import MAPPING_DIR
+
+        base = Path(mapping_path).resolve().parent
+        return cls([base, MAPPING_DIR, *extra], base=base)
+
     def inside(self, path: str | os.PathLike) -> Path | None:
         """``path`` (relative ones from :attr:`base`) resolved, if it lies inside a root."""
         text = os.fspath(path)
