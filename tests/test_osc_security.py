@@ -276,3 +276,19 @@ def test_the_running_show_reports_only_refused(tmp_path):
         thread.join(60)
         client.close()
     assert "hunter2" not in repr(result)
+
+
+def test_odd_paths_are_refused_not_raised(local):
+    srv, client, show_dir, outside = local
+    folders = srv.folders
+    for text in ("~nosuchuser/x.toml", "x" * 5000, "a/" * 3000 + "x.toml", "\udcff/../../x", "~",
+                 "../" * 50):
+        assert folders.mapping(text) is None, text[:40]
+        assert folders.generator(text) is None, text[:40]
+    assert folders.generator("blend:~nosuchuser/a.pkl|b.pkl") is None
+    before = srv.stats["messages"]
+    for text in ("~nosuchuser/x.toml", "x" * 5000):
+        client.sendto(encode_message("/lj/mapping/load", [text]), (LOCAL, srv.port))
+    wait_for(lambda: srv.stats["messages"] >= before + 2, "both requests", timeout=WAIT)
+    assert srv.stats["bad_packets"] == 0  # refused, not an exception in the handler
+    assert _get(srv, client, "/lj/state/error") == "refused /lj/mapping/load"

@@ -87,6 +87,8 @@ LAN_ADMIN_ONLY = frozenset(("/lj/mapping/load", "/lj/generator", "/lj/record/sta
 #: Characters a checked path may not contain when it goes back into a generator spec
 #: (``blend:A|B@fine``, ``model.pkl#class=3``): they would change what the spec means.
 _SPEC_CHARS = frozenset("|@#")
+#: Longest path a remote request may name (characters).
+MAX_PATH_CHARS = 4096
 
 
 class ShowFolders:
@@ -116,9 +118,13 @@ class ShowFolders:
     def inside(self, path: str | os.PathLike) -> Path | None:
         """``path`` (relative ones from :attr:`base`) resolved, if it lies inside a root."""
         text = os.fspath(path)
-        if not text or "\0" in text:
+        if not text or "\0" in text or len(text) > MAX_PATH_CHARS:
             return None
-        real = _real(self.base / Path(text).expanduser())
+        try:
+            given = Path(text).expanduser()  # "~/show/a.toml" as the loaders read it
+        except RuntimeError:  # "~nobody/..." names no home folder
+            return None
+        real = _real(self.base / given)
         if real is None or not any(real == r or real.is_relative_to(r) for r in self.roots):
             return None
         return real
@@ -127,7 +133,7 @@ class ShowFolders:
         """A ``/lj/mapping/load`` argument (a path, or a shipped mapping's name) checked."""
         from engine.paths import MAPPING_DIR
 
-        if "/" not in text and not Path(text).suffix and not (self.base / text).exists():
+        if "/" not in text and not Path(text).suffix and not _exists(self.base / text):
             text = str(MAPPING_DIR / f"{text}.toml")  # a shipped mapping by name, as find_mapping
         real = self.inside(text)
         return None if real is None else str(real)
@@ -158,8 +164,16 @@ class ShowFolders:
 
 
 def _real(path) -> Path | None:
-    """``path`` made absolute with symlinks followed, or None if that fails (a loop, a bad name)."""
+    """``path`` made absolute with symlinks followed, or None if that fails (a loop, a name too
+    long, an unknown user's ``~``)."""
     try:
         return Path(path).expanduser().resolve()
     except (OSError, RuntimeError, ValueError):
         return None
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
