@@ -128,7 +128,14 @@ def _add_live(p: argparse.ArgumentParser) -> None:
     p.add_argument("--osc-listen", default="127.0.0.1", metavar="HOST",
                    help="address OSC listens on (default 127.0.0.1; 0.0.0.0 for the LAN)")
     p.add_argument("--osc-allow", metavar="IP[,IP...]",
-                   help="accept OSC only from these sender addresses")
+                   help="accept OSC only from these sender addresses or networks "
+                        "(e.g. 192.168.1.20,10.0.0.0/24; this machine is always accepted)")
+    p.add_argument("--osc-lan-admin", action="store_true",
+                   help="let OSC senders on the LAN also load mappings and models by path and "
+                        "record (default: only this machine may; docs/osc.md)")
+    p.add_argument("--show-dir", action="append", metavar="DIR",
+                   help="a folder /lj/mapping/load and /lj/generator may load files from, besides "
+                        "the starting mapping's folder and the shipped mappings (repeatable)")
     p.add_argument("--no-osc", action="store_true", help="do not listen for OSC")
     p.add_argument("--osc-out", type=_host_port, metavar="HOST:PORT", action="append",
                    help="send the features as OSC to HOST:PORT at frame rate (repeatable)")
@@ -293,6 +300,25 @@ class Progress:
         sys.stderr.flush()
 
 
+def _osc_allow(text: str | None) -> list[str] | None:
+    """``--osc-allow`` as a list of entries, each checked (a bad one is a one-line LJError)."""
+    if text is None:
+        return None
+    from engine.control.access import AllowList
+
+    entries = [a.strip() for a in text.split(",") if a.strip()]
+    AllowList(entries)  # refuses anything that is not an IP address or network
+    return entries
+
+
+def _show_dirs(dirs: list[str] | None) -> list[str]:
+    """``--show-dir`` folders, each checked to be one (LJError otherwise)."""
+    for d in dirs or []:
+        if not Path(d).expanduser().is_dir():
+            raise LJError(f"--show-dir {d[:200]!r} is not a folder")
+    return list(dirs or [])
+
+
 def _live_options(args) -> "LiveOptions":
     from engine.live import LiveOptions
 
@@ -301,7 +327,8 @@ def _live_options(args) -> "LiveOptions":
         fullscreen=args.fullscreen, monitor=args.monitor, vsync=not args.no_vsync,
         headless=args.headless, osc_host=args.osc_listen,
         osc_port=None if args.no_osc else args.osc_port, osc_out=args.osc_out,
-        osc_allow=[a.strip() for a in args.osc_allow.split(",")] if args.osc_allow else None,
+        osc_allow=_osc_allow(args.osc_allow), osc_lan_admin=args.osc_lan_admin,
+        show_dirs=_show_dirs(args.show_dir),
         osc_smoothing=max(0.0, args.osc_smoothing),
         oscquery_port=None if args.no_oscquery else (
             args.oscquery_port if args.oscquery_port is not None else args.osc_port),
@@ -380,6 +407,8 @@ def cmd_demo(args) -> int:
 def cmd_run(args) -> int:
     from engine.audio import sources
 
+    _osc_allow(args.osc_allow)  # bad entries are refused before any audio opens
+    _show_dirs(args.show_dir)
     if args.audio:
         samples, sr = sources.load_audio(args.audio)
         loop = args.loop or args.installation

@@ -17,7 +17,7 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -56,6 +56,8 @@ class LiveOptions:
     osc_port: int | None = 9000
     osc_out: list[tuple[str, int]] | None = None
     osc_allow: list[str] | None = None
+    osc_lan_admin: bool = False        # LAN peers may also load files by path, swap models, record
+    show_dirs: list[str] = field(default_factory=list)  # more folders remote loads may name
     osc_smoothing: float = 0.06
     oscquery_port: int | None = None  # None: no OSCQuery; 0: any free port
     link: bool = False                 # follow an Ableton Link session (engine.audio.steer)
@@ -153,7 +155,7 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
     try:
         if opts.osc_port is not None:
             server = OscServer(controls, host=opts.osc_host, port=opts.osc_port,
-                               allow=opts.osc_allow)
+                               allow=opts.osc_allow, lan_admin=opts.osc_lan_admin)
             server.start()  # a busy port fails here, before anything opens
         sender = OscSender(targets=opts.osc_out) if opts.osc_out else None
         live_control.start(midi=opts.midi)
@@ -161,6 +163,9 @@ def run_live(source, opts: LiveOptions, stop: StopFlag | None = None,
         session = Session(source.sample_rate, mapping_path, opts.generator,
                           (opts.size, opts.size))
         declare_params(controls, session.mapping)
+        if server is not None:  # remote loads stay inside the show's folders
+            from engine.control.access import ShowFolders
+            server.folders = ShowFolders.for_show(session.mapping_path, opts.show_dirs)
         controls.declare_trigger("still")
         show = Show(session, controls, opts.presets_dir, opts.latents_dir, opts.cues,
                     overwrite=opts.presets_overwrite)

@@ -9,7 +9,8 @@ import threading
 import numpy as np
 import pytest
 
-from engine.control.state import MAX_PARAMS, MAX_PENDING_TRIGGERS, ControlSnapshot, Controls
+from engine.control.state import (MAX_PARAMS, MAX_PENDING_TRIGGERS, MAX_UNDECLARED, ControlSnapshot,
+                                  Controls)
 
 
 def test_set_param_shows_in_snapshot_as_float():
@@ -76,12 +77,33 @@ def test_trigger_queue_is_bounded_and_drops_oldest():
 
 
 def test_param_names_are_bounded():
+    """Undeclared names live in their own small table: the least recently set goes first."""
+    c = Controls()
+    for i in range(MAX_UNDECLARED):
+        assert c.set_param(f"p{i}", 1.0)
+    assert c.set_param("p0", 2.0)  # existing names still update (and p0 is now the most recent)
+    assert c.set_param("one_more", 1.0)  # accepted: the least recently set (p1) is forgotten
+    names = c.param_names()
+    assert len(names) == MAX_UNDECLARED and "p1" not in names and {"p0", "one_more"} <= set(names)
+    assert c.stats["dropped_params"] == 1
+
+
+def test_unknown_names_never_block_or_evict_declared_ones():
     c = Controls()
     for i in range(MAX_PARAMS):
-        assert c.set_param(f"p{i}", 1.0)
-    assert not c.set_param("one_too_many", 1.0)
-    assert c.set_param("p0", 2.0)  # existing names still update
-    assert len(c.snapshot().params) == MAX_PARAMS
+        assert c.declare_param(f"d{i}", 0.5)
+    for i in range(MAX_PARAMS + 100):  # a flood of unknown names
+        c.set_param(f"junk{i}", 1.0)
+    assert not c.declare_param("one_too_many", 0.5)  # declared ones have their own bound
+    assert all(c.value(f"/lj/param/d{i}") == 0.5 for i in range(MAX_PARAMS))
+    assert len(c.param_names()) == MAX_PARAMS + MAX_UNDECLARED
+    # a declared name that was first set undeclared moves to the declared table
+    c2 = Controls()
+    c2.set_param("late", 0.25)
+    for i in range(MAX_UNDECLARED + 5):
+        c2.set_param(f"junk{i}", 1.0)
+    assert c2.declare_param("speed", 0.5) and c2.set_param("speed", 0.75)
+    assert c2.value("/lj/param/speed") == 0.75
 
 
 def test_mapping_request_latest_wins_and_is_drained():

@@ -102,7 +102,8 @@ def test_osc_in_and_out_while_the_loop_runs(tmp_path):
     query_port = free_port(socket.SOCK_STREAM)
     opts = LiveOptions(size=32, headless=True, osc_port=in_port, oscquery_port=query_port,
                        osc_out=[("127.0.0.1", listener.getsockname()[1])], max_seconds=20,
-                       stills_dir=str(tmp_path / "stills"))
+                       stills_dir=str(tmp_path / "stills"),
+                       show_dirs=[str(tmp_path)])  # where /lj/mapping/load may load from
     stop = StopFlag()
     result = {}
     thread = threading.Thread(target=lambda: result.setdefault("stats", run_live(

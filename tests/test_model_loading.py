@@ -397,7 +397,8 @@ def test_lj_generator_over_osc_keeps_the_show_on_a_bad_file(tmp_path, caplog):
     bad.write_bytes(b"\x80\x04garbage")
     port = free_port()
     opts = LiveOptions(size=32, headless=True, osc_port=port, oscquery_port=None, max_seconds=50,
-                       stills_dir=str(tmp_path / "stills"))
+                       stills_dir=str(tmp_path / "stills"),
+                       show_dirs=[str(tmp_path), str(MODELS)])  # where /lj/generator may load from
     stop = StopFlag()
     result = {}
     holder = {}

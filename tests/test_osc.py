@@ -16,6 +16,7 @@ from pythonosc.osc_packet import OscPacket
 from pythonosc.udp_client import SimpleUDPClient
 
 from engine.control import Controls, OscSender, OscServer
+from engine.control.access import ShowFolders
 from engine.errors import ControlError
 from support import wait_for
 
@@ -34,9 +35,10 @@ def msg(address: str, *args) -> bytes:
 
 
 @pytest.fixture
-def server():
+def server(tmp_path):
     controls = Controls()
-    srv = OscServer(controls, host=LOCAL, port=0)
+    srv = OscServer(controls, host=LOCAL, port=0, folders=ShowFolders([tmp_path], tmp_path))
+    srv.show_dir = tmp_path.resolve()  # type: ignore[attr-defined]
     srv.start()
     raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     srv.send_raw = lambda data: raw.sendto(data, (LOCAL, srv.port))  # type: ignore[attr-defined]
@@ -85,7 +87,8 @@ def test_mapping_load_request(server):
     server.client.send_message("/lj/mapping/load", "maps/one.toml")
     server.client.send_message("/lj/mapping/load", "maps/two.toml")
     wait_messages(server, 2)
-    assert server.controls.snapshot().mapping == "maps/two.toml"
+    # relative paths are resolved against the show's folder before they are queued
+    assert server.controls.snapshot().mapping == str(server.show_dir / "maps/two.toml")
     assert server.controls.snapshot().mapping is None
 
 
@@ -102,7 +105,7 @@ def test_bundle_with_several_messages_and_a_nested_bundle(server):
     snap = server.controls.snapshot()
     assert snap.params == {"speed": 0.5, "depth": 2.0}
     assert snap.triggers == ["flash"]
-    assert snap.mapping == "m.toml"
+    assert snap.mapping == str(server.show_dir / "m.toml")
     assert server.stats["bad_packets"] == 0
 
 
@@ -162,13 +165,15 @@ def test_a_flood_of_bad_packets_logs_only_a_few_lines(server, caplog):
 def test_allow_list_rejects_other_senders():
     controls = Controls()
     with OscServer(controls, host=LOCAL, port=0, allow=["192.0.2.1"]) as srv:
-        SimpleUDPClient(LOCAL, srv.port).send_message("/lj/param/speed", 1.0)
-        wait_for(lambda: srv.stats["rejected_senders"] >= 1, "the rejection")
+        srv.handle_datagram(msg("/lj/param/speed", 1.0), "198.51.100.7")  # a sender not listed
+        assert srv.stats["rejected_senders"] == 1
         assert controls.snapshot().params == {}
-    with OscServer(controls, host=LOCAL, port=0, allow=[LOCAL]) as srv:
+        # loopback is this machine: always accepted (see test_osc_security.py for LAN peers)
         SimpleUDPClient(LOCAL, srv.port).send_message("/lj/param/speed", 1.0)
         wait_messages(srv, 1)
         assert controls.snapshot().params == {"speed": 1.0}
+    with pytest.raises(ControlError, match="notanip"):
+        OscServer(controls, host=LOCAL, port=0, allow=["notanip"])
 
 
 def test_second_server_on_the_same_port_is_a_control_error(server):

@@ -146,7 +146,7 @@ def test_past_time_tag_applies_at_once(rig):
 def test_schedule_is_bounded(rig, monkeypatch):
     import engine.control.osc as osc
     monkeypatch.setattr(osc, "MAX_SCHEDULED", 3)
-    far = OscBundleBuilder(time.time() + 3600.0)
+    far = OscBundleBuilder(time.time() + 30.0)  # within MAX_SCHEDULE_AHEAD
     for _ in range(5):
         far.add_content(built("/lj/param/spin", 0.375))
     rig.send(far.build().dgram)
@@ -249,3 +249,12 @@ def test_the_fast_path_for_single_values_is_as_strict_as_the_full_parser():
             assert a == b or (a != a and b != b), d
     assert accepted > 1000
     assert parse_simple(built("/s", "text").dgram) is None  # strings take the full path
+
+
+def test_a_datagram_of_too_many_messages_is_malformed():
+    from engine.control.wire import MAX_BUNDLE_MESSAGES, check_packet, encode_bundle, encode_message
+
+    one = encode_message("/lj/param/speed", [0.5])
+    assert check_packet(encode_bundle([one] * MAX_BUNDLE_MESSAGES)) is None
+    nested = encode_bundle([encode_bundle([one] * (MAX_BUNDLE_MESSAGES // 2))] * 2 + [one])
+    assert "more than" in check_packet(nested)

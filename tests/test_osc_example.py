@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from engine.control import Controls, OscServer
+from engine.paths import MAPPING_DIR
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "osc_client.py"
 
@@ -28,13 +29,14 @@ def test_example_client_plays_the_engine():
     controls.declare_trigger("flash")
     lines = []
     with OscServer(controls, host="127.0.0.1", port=0) as srv:
-        values = example.play("127.0.0.1", srv.port, mapping="mappings/ambient.toml", sweep_seconds=0.2, reply_timeout=0.3,
+        values = example.play("127.0.0.1", srv.port, mapping="ambient.toml", sweep_seconds=0.2, reply_timeout=0.3,
                               out=lambda *a: lines.append(a))
         stats = srv.stats
     snap = controls.snapshot()
     assert values == {"/lj/param/speed": [0.25], "/lj/param/glow": [0.5], "/lj/param/warp": [0.5]}
     assert snap.triggers == ["flash"]
-    assert snap.mapping == "mappings/ambient.toml"
+    # relative to the show's folder (here the shipped mappings), resolved before it is queued
+    assert snap.mapping == str(MAPPING_DIR.resolve() / "ambient.toml")
     assert stats["bad_packets"] == 0 and stats["bad_values"] == 0 and stats["unknown_addresses"] == 0
     assert stats["replies"] >= 3
     listed = dict(lines)["address space:"]["/lj/list"]

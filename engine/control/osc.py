@@ -36,7 +36,8 @@ import threading
 import time
 from collections.abc import Iterable
 
-from engine.control.pattern import PatternError, is_pattern, match
+from engine.control.access import LAN_ADMIN_ONLY, AllowList, ShowFolders, is_loopback
+from engine.control.pattern import Budget, PatternError, TooCostly, is_pattern, match
 from engine.control.sender import OscSender
 from engine.control.space import (COMMANDS, GENERATOR_LOAD, GET, LIST, MAPPING_LOAD, NAME_RE, PARAM_PREFIX,
                                   READ, RELEASE, TEMPO_PREFIX, TRIGGER_PREFIX, WRITE)
@@ -54,12 +55,24 @@ log = logging.getLogger("lj.osc")
 
 #: How long the receive thread waits in ``recvfrom`` before checking whether to stop (seconds).
 POLL_INTERVAL = 0.05
-#: At most this many messages wait in the schedule (future time tags); more are dropped.
+#: At most this many messages wait in the schedule (future time tags). When it is full, a message
+#: due earlier than the latest one waiting takes that one's place; a later one is dropped.
 MAX_SCHEDULED = 1024
+#: Time tags further ahead than this (seconds) are refused: far-future bundles must not crowd
+#: out near ones.
+MAX_SCHEDULE_AHEAD = 60.0
+#: Elementary pattern-matching steps one datagram (or one batch of due messages) may cost in all;
+#: beyond it the remaining pattern messages are ignored (see engine.control.pattern.Budget).
+MAX_DATAGRAM_MATCH_STEPS = 400_000
+#: What applying a pattern to one target, or answering one address, costs from that budget: so a
+#: datagram of 2,000 ``/lj/param/*`` against 1,000 parameters cannot keep the thread for seconds.
+TARGET_STEPS = 50
 #: Replies may use at most this many bytes per second (a burst of as much is allowed).
 REPLY_BYTES_PER_S = 256 * 1024
 #: Pattern match results kept (per version of the address space).
 MAX_CACHED_PATTERNS = 256
+#: Learn requests accepted per second (each learned binding rewrites the bindings file).
+LEARN_PER_S = 5.0
 #: Addresses per ``/lj/list`` reply message.
 LIST_CHUNK = 64
 
@@ -141,28 +154,44 @@ class OscServer:
     """Receive OSC on ``host:port`` (UDP) and write what arrives into ``controls``.
 
     ``port=0`` binds an ephemeral port (see :attr:`port`). ``allow`` is a list of sender IP
-    addresses to accept (None accepts all); datagrams from others are counted as
-    ``rejected_senders`` and dropped. Usable as a context manager (start on enter, stop on exit).
+    addresses and networks to accept (None accepts all; loopback is always accepted; a bad entry
+    is a ControlError here); datagrams from others are counted as ``rejected_senders`` and dropped.
+
+    Senders on this machine (loopback) may send everything. Other senders (LAN peers) may play
+    the show but not send :data:`~engine.control.access.LAN_ADMIN_ONLY` commands (load files by
+    path, swap the model, record) unless ``lan_admin`` is True. Paths in remote commands must lie
+    inside ``folders`` (default: the shipped mappings folder) whoever sends them. Refusals are
+    counted (``refused_commands``), logged (rate-limited) and never applied.
+    Usable as a context manager (start on enter, stop on exit).
     """
 
     def __init__(self, controls: Controls, host: str = "127.0.0.1", port: int = 9000,
-                 allow: Iterable[str] | None = None):
+                 allow: Iterable[str] | AllowList | None = None, lan_admin: bool = False,
+                 folders: ShowFolders | None = None):
+        from engine.paths import MAPPING_DIR
+
         self.controls = controls
         self.host = host
         self._requested_port = int(port)
-        self.allow = None if allow is None else frozenset(allow)
+        self.allow = allow if isinstance(allow, AllowList) else AllowList(allow)
+        self.lan_admin = bool(lan_admin)
+        #: Where paths in remote commands may point (live.py sets the show's folders).
+        self.folders = folders if folders is not None else ShowFolders([MAPPING_DIR])
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._warn = _RateLimitedLog(log)
-        # (due on the monotonic clock, sequence, address, args, reply address)
-        self._schedule: list[tuple[float, int, str, list, tuple | None]] = []
+        # (due on the monotonic clock, sequence, address, args, reply address, sender ip, admin)
+        self._schedule: list[tuple[float, int, str, list, tuple | None, str, bool]] = []
         self._schedule_lock = threading.Lock()
         self._seq = itertools.count()
         self._budget = _ReplyBudget(REPLY_BYTES_PER_S)
+        self._learn_rate = _ReplyBudget(LEARN_PER_S)  # a token bucket of learn requests
         # Pattern matches, valid for one version of the address space (server thread only).
         self._match_version = -1
         self._matches: dict[str, list[str]] = {}
+        self._writable: list[str] = []
+        self._readable: tuple[int, list[str]] = (-1, [])
         self._direct_version = -1
         self._direct_cache: frozenset = frozenset()
         self._command_table = self._commands()
@@ -291,9 +320,10 @@ class OscServer:
         with self._schedule_lock:
             while self._schedule and self._schedule[0][0] <= now:
                 due.append(heapq.heappop(self._schedule))
-        for _, _, address, args, reply_to in due:
+        budget = Budget(MAX_DATAGRAM_MATCH_STEPS)  # one batch costs at most one datagram's work
+        for _, _, address, args, reply_to, ip, admin in due:
             try:
-                self._apply(address, args, reply_to)
+                self._apply(address, args, reply_to, ip, admin, budget)
             except Exception:
                 self._warn.warning("scheduled OSC %s could not be handled", address[:200], exc_info=True)
         return len(due)
@@ -304,13 +334,15 @@ class OscServer:
         ``sender`` is the sender's ``(ip, port)`` (replies go there) or just its IP (no replies).
         """
         ip, reply_to = (sender, None) if isinstance(sender, str) else (sender[0], tuple(sender[:2]))
-        if self.allow is not None and ip not in self.allow:
+        if not self.allow.permits(ip):
             self.controls.count("rejected_senders")
             self._warn.warning("OSC packet from %s ignored (not in the allow list)", ip)
             return
+        admin = self.lan_admin or is_loopback(ip)
+        budget = Budget(MAX_DATAGRAM_MATCH_STEPS)
         simple = parse_simple(dgram)
         if simple is not None:  # one fader value: no python-osc round trip
-            self._apply(simple[0], simple[1], reply_to)
+            self._apply(simple[0], simple[1], reply_to, ip, admin, budget)
             return
         try:
             why = check_packet(dgram)
@@ -325,23 +357,36 @@ class OscServer:
         wall, mono = time.time(), time.monotonic()
         for when, message in messages:
             if when is None or when <= wall:
-                self._apply(message.address, message.params, reply_to)
+                self._apply(message.address, message.params, reply_to, ip, admin, budget)
+            elif when - wall > MAX_SCHEDULE_AHEAD:
+                self.controls.count("dropped_scheduled")
+                self._warn.warning("OSC message %s time-tagged %.0f s ahead dropped (at most %.0f s)",
+                                   message.address[:200], min(when - wall, 1e12), MAX_SCHEDULE_AHEAD)
             else:
-                self._schedule_message(mono + (when - wall), message.address, message.params, reply_to)
+                self._schedule_message((mono + (when - wall), next(self._seq), message.address,
+                                        message.params, reply_to, ip, admin))
 
-    def _schedule_message(self, due: float, address: str, args: list, reply_to: tuple | None) -> None:
+    def _schedule_message(self, entry: tuple) -> None:
+        """Hold ``entry`` (due first) for its time; when full, the latest-due entry gives way to
+        an earlier newcomer, so near bundles are never crowded out by later ones."""
+        dropped = None
         with self._schedule_lock:
             if len(self._schedule) < MAX_SCHEDULED:
-                heapq.heappush(self._schedule, (due, next(self._seq), address, args, reply_to))
-                full = False
+                heapq.heappush(self._schedule, entry)
             else:
-                full = True
-        if full:
+                latest = max(range(len(self._schedule)), key=lambda i: self._schedule[i][:2])
+                if self._schedule[latest][:2] > entry[:2]:
+                    dropped = self._schedule[latest]
+                    self._schedule[latest] = entry
+                    heapq.heapify(self._schedule)
+                else:
+                    dropped = entry
+        if dropped is not entry:
+            self.controls.count("scheduled")
+        if dropped is not None:
             self.controls.count("dropped_scheduled")
             self._warn.warning("OSC schedule full (%d waiting): future message %s dropped",
-                               MAX_SCHEDULED, address[:200])
-        else:
-            self.controls.count("scheduled")
+                               MAX_SCHEDULED, dropped[2][:200])
 
     # -- applying messages --------------------------------------------------------------------
 
@@ -354,12 +399,12 @@ class OscServer:
         c = self.controls
         b = c.bindings
         return {
-            MAPPING_LOAD: lambda a: _one_string(a, c.request_mapping),
-            RELEASE: self._release,
-            LEARN: lambda a: self._learn(a[0]) if len(a) == 1 and isinstance(a[0], str) else "bad",
+            MAPPING_LOAD: lambda a: self._path_request(MAPPING_LOAD, a, self.folders.mapping,
+                                                       c.request_mapping),
             LEARN_CANCEL: lambda a: _press(a, b.cancel),
             LEARN_FORGET: lambda a: _one_string(a, b.forget),
-            GENERATOR_LOAD: lambda a: _one_string(a, c.request_generator),
+            GENERATOR_LOAD: lambda a: self._path_request(GENERATOR_LOAD, a, self.folders.generator,
+                                                         c.request_generator),
             RECORD_START: self._record_start,
             RECORD_STOP: lambda a: _press(a, lambda: c.request_command(RECORD_STOP) and "ok" or "bad"),
             # scenes, presets, cues, latents (engine/show.py): checked and queued for the frame loop
@@ -369,6 +414,18 @@ class OscServer:
             **{TEMPO_PREFIX + name: (lambda a, name=name: self._tempo(name, a))
                for name in ("tap", "reset", "set", "lock", "link")},
         }
+
+    def _path_request(self, address: str, args: list, check, take) -> str:
+        """A command naming a file: checked against the show's folders before it is queued, so
+        the session never sees a path outside them; outside, "outside" (reported as "refused")."""
+        if len(args) != 1 or not isinstance(args[0], str):
+            return "bad"
+        checked = check(args[0])
+        if checked is None:
+            self.controls.note_refused(address)
+            return "outside"
+        take(checked)  # a value it refuses is counted there
+        return "ok"
 
     def _tempo(self, name: str, args: list) -> str:
         if name in ("tap", "reset"):
@@ -384,23 +441,40 @@ class OscServer:
             return "ok" if self.controls.request_command(RECORD_START, args[0]) else "bad"
         return _press(args, lambda: self.controls.request_command(RECORD_START) and "ok" or "bad")
 
-    def _apply(self, address: str, args: list, reply_to: tuple | None) -> None:
+    def _apply(self, address: str, args: list, reply_to: tuple | None, ip: str = "127.0.0.1",
+               admin: bool = True, budget: Budget | None = None) -> None:
+        """Apply one message from ``ip``; ``admin``: it may send LAN_ADMIN_ONLY commands;
+        ``budget``: the pattern-matching work its datagram may still spend."""
         controls = self.controls
         controls.count("messages")
+        budget = budget if budget is not None else Budget(MAX_DATAGRAM_MATCH_STEPS)
         if address == GET:
-            self._answer_get(args, reply_to)
+            self._answer_get(args, reply_to, budget)
             return
         if address == LIST:
-            self._answer_list(reply_to)
+            if self._charge(budget, len(self._readable[1]) or 64, address):
+                self._answer_list(reply_to)
             return
         if not address.startswith("/lj/"):
-            result = self._apply_bound(address, args)
+            results = [self._apply_bound(address, args)]
         elif not is_pattern(address):
-            result = self._apply_one(address, args)
+            results = [self._apply_one(address, args, admin, budget)]
         else:
-            targets = self._match_writable(address)
-            results = [self._apply_one(a, args) for a in targets]
-            result = "bad" if "bad" in results else "ok" if results else "unknown"
+            targets = self._match_writable(address, budget)
+            if not self._charge(budget, len(targets), address):
+                return
+            results = [self._apply_one(a, args, admin) for a in targets]
+        refused = [r for r in results if r in ("refused", "outside")]
+        if refused:  # never applied; "outside" ones were counted by Controls.note_refused
+            controls.count("refused_commands", refused.count("refused"))
+            self._warn.warning("OSC %s from %s refused: %s", address[:200], ip,
+                               "outside the show's folders" if "outside" in refused else
+                               "a LAN peer needs the operator's --osc-lan-admin for this")
+        results = [r for r in results if r not in refused]
+        if len(results) == 1:  # a literal address, or a pattern that reached one target
+            result = results[0]
+        else:  # a pattern: "ok" when it reached anything (refused targets were reported above)
+            result = "bad" if "bad" in results else "ok" if results or refused else "unknown"
         if result == "bad":
             controls.count("bad_values")
             self._warn.warning("OSC %s ignored: unusable arguments %r", address[:200], args[:4])
@@ -408,31 +482,51 @@ class OscServer:
             controls.count("unknown_addresses")
             self._warn.warning("OSC address %s is not in the /lj/ address space; ignored", address[:200])
 
-    def _match_writable(self, pattern: str) -> list[str]:
+    def _charge(self, budget: Budget, targets: int, address: str) -> bool:
+        """Take ``targets`` x TARGET_STEPS from ``budget``; False (counted, logged) if spent."""
+        try:
+            budget.spend(targets * TARGET_STEPS)
+            return True
+        except TooCostly:
+            self.controls.count("over_budget")
+            self._warn.warning("OSC %s ignored: its datagram has spent its work budget", address[:200])
+            return False
+
+    def _match_writable(self, pattern: str, budget: Budget) -> list[str]:
         """The addresses a pattern sets (params, declared triggers, the mapping load), cached.
 
         The cache holds at most :data:`MAX_CACHED_PATTERNS` patterns and is emptied whenever the
-        address space changes (:attr:`Controls.version`).
+        address space changes (:attr:`Controls.version`). A pattern that is malformed or too
+        costly for ``budget`` matches nothing (and is remembered as such).
         """
         version = self.controls.version
-        if version != self._match_version or len(self._matches) >= MAX_CACHED_PATTERNS:
+        if version != self._match_version:
+            self._writable = [i.address for i in self.controls.describe()
+                              if i.access & WRITE and i.address not in _NOT_BY_PATTERN]
             self._matches.clear()
             self._match_version = version
+        elif len(self._matches) >= MAX_CACHED_PATTERNS:
+            self._matches.clear()
         targets = self._matches.get(pattern)
         if targets is None:
-            writable = [i.address for i in self.controls.describe()
-                        if i.access & WRITE and i.address not in _NOT_BY_PATTERN]
+            full = budget.left >= MAX_DATAGRAM_MATCH_STEPS
             try:
-                targets = match(pattern, writable)
+                targets = match(pattern, self._writable, budget)
             except PatternError as exc:
+                self._warn.warning("OSC pattern %s ignored (%s)", pattern[:200], exc)
+                if isinstance(exc, TooCostly) and not full:
+                    return []  # this datagram's budget ran out: the pattern may be fine alone
                 targets = []
-                self._warn.warning("OSC pattern %s is malformed (%s); ignored", pattern[:200], exc)
             self._matches[pattern] = targets
         return targets
 
-    def _apply_one(self, address: str, args: list) -> str:
-        """Apply one literal address: "ok", "bad" (unusable arguments) or "unknown"."""
+    def _apply_one(self, address: str, args: list, admin: bool = True,
+                   budget: Budget | None = None) -> str:
+        """Apply one literal address: "ok", "bad" (unusable arguments), "unknown", "refused"
+        (a LAN peer without ``admin``) or "outside" (a path outside the show's folders)."""
         controls = self.controls
+        if address in LAN_ADMIN_ONLY and not admin:
+            return "refused"
         if address.startswith(PARAM_PREFIX):
             name = address[len(PARAM_PREFIX):]
             if NAME_RE.fullmatch(name):
@@ -454,8 +548,13 @@ class OscServer:
             handler = self._command_table.get(address)
             if handler is not None:
                 return handler(args)
+            if address == RELEASE:
+                return self._release(args, budget or Budget(MAX_DATAGRAM_MATCH_STEPS))
+            if address == LEARN:
+                return self._learn(args[0], admin) if len(args) == 1 and isinstance(args[0], str) \
+                    else "bad"
             if address.startswith(LEARN_PREFIX):
-                return _press(args, lambda: self._learn("/lj/" + address[len(LEARN_PREFIX):]))
+                return _press(args, lambda: self._learn("/lj/" + address[len(LEARN_PREFIX):], admin))
             if address in self._direct_set:
                 value = _param_value(args)
                 if value is None:
@@ -483,8 +582,10 @@ class OscServer:
             return "bad"
         return "ok" if bindings.feed(address, value) else "unknown"
 
-    def _learn(self, target: str) -> str:
-        """Learn mode for ``target`` (an address of the space, or a name like param.speed)."""
+    def _learn(self, target: str, admin: bool = True) -> str:
+        """Learn mode for ``target`` (an address of the space, or a name like param.speed).
+
+        Only a sender that may send a LAN_ADMIN_ONLY command may bind a control to it."""
         from engine.control.learn import target_address
 
         address = target_address(target)
@@ -492,6 +593,11 @@ class OscServer:
         if address is None or address not in writable or address in _NOT_BY_PATTERN \
                 or address == MAPPING_LOAD:
             return "bad"
+        if address in LAN_ADMIN_ONLY and not admin:
+            return "refused"
+        if not self._learn_rate.take(1):
+            self.controls.count("over_budget")  # a flood of learn requests: each would save a file
+            return "ok"
         self.controls.bindings.learn(address)
         return "ok"
 
@@ -500,13 +606,13 @@ class OscServer:
         if self._apply_one(address, args) != "ok":
             self.controls.count("bad_values")
 
-    def _release(self, args: list) -> str:
+    def _release(self, args: list, budget: Budget) -> str:
         if not args or isinstance(args[0], (int, float)):  # everything (a button: on press)
             return _press(args, self.controls.release_direct)
         if len(args) != 1 or not isinstance(args[0], str):
             return "bad"
         try:
-            targets = match(args[0], self.controls.held_direct())
+            targets = match(args[0], self.controls.held_direct(), budget)
         except PatternError:
             return "bad"
         self.controls.release_direct(targets)
@@ -514,16 +620,21 @@ class OscServer:
 
     # -- queries ------------------------------------------------------------------------------
 
-    def _answer_get(self, args: list, reply_to: tuple | None) -> None:
+    def _answer_get(self, args: list, reply_to: tuple | None, budget: Budget) -> None:
         if len(args) != 1 or not isinstance(args[0], str):
             self.controls.count("bad_values")
             self._warn.warning("OSC %s ignored: needs one string (an address or pattern), got %r", GET, args[:4])
             return
-        readable = [i.address for i in self.controls.describe() if i.access & READ]
+        version = self.controls.version
+        if self._readable[0] != version:  # the readable addresses change only with the space
+            self._readable = (version, [i.address for i in self.controls.describe()
+                                        if i.access & READ])
         try:
-            targets = match(args[0], readable)
+            targets = match(args[0], self._readable[1], budget)
         except PatternError:
             targets = []
+        if not self._charge(budget, len(targets), GET):
+            return
         replies = []
         for address in targets:
             value = self.controls.value(address)

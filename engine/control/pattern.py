@@ -1,13 +1,21 @@
 """OSC 1.0 address pattern matching (``?``, ``*``, ``[abc]``, ``[!a-z]``, ``{foo,bar}``).
 
-A pattern is translated once into a regular expression (cached, bounded) and matched against the
-known address space. As in OSC 1.0, no wildcard crosses a ``/``: ``/lj/*`` matches ``/lj/list``
-but not ``/lj/param/speed``. Written from the OSC 1.0 specification.
+Why not regular expressions: a pattern like ``/lj/param/***...*Z`` made Python's backtracking
+``re`` take minutes, holding the GIL, so one datagram froze the frame loop. Here a pattern is split
+at ``/`` (so, as in OSC 1.0, no wildcard ever crosses a ``/``) and each segment becomes a small
+non-deterministic automaton that is simulated, never backtracked: a state set (a Python int used
+as a bit set) advances one character at a time. Matching one address costs at most
+O(address length x pattern length); transitions are cached per segment (a lazy DFA), so matching
+a pattern against a large address space costs about one dictionary look-up per character.
+
+Work is bounded before and during matching: a pattern longer than :data:`MAX_PATTERN_LEN` is
+malformed, and :func:`match` takes a :class:`Budget` of elementary steps; when it runs out the
+match stops with :class:`PatternError` (the message is ignored and counted), whatever the pattern
+and the size of the address space. Written from the OSC 1.0 specification.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from functools import lru_cache
 
@@ -15,10 +23,33 @@ from functools import lru_cache
 PATTERN_CHARS = frozenset("?*[]{}")
 #: Longest pattern accepted (characters); longer ones are treated as malformed.
 MAX_PATTERN_LEN = 256
+#: Elementary steps one :func:`match` may take by default (about 0.1-0.3 s of Python at worst).
+MAX_MATCH_STEPS = 400_000
+#: Cached transitions per pattern segment (the lazy DFA); beyond it, steps are computed afresh.
+MAX_CACHED_TRANSITIONS = 4096
 
 
 class PatternError(ValueError):
-    """The pattern is malformed (an unclosed ``[`` or ``{``, a stray ``]`` or ``}``, too long)."""
+    """The pattern is malformed (an unclosed ``[`` or ``{``, a stray ``]`` or ``}``, too long),
+    or matching it would cost more than its budget."""
+
+
+class TooCostly(PatternError):
+    """Matching ran out of its :class:`Budget` (the pattern, or the datagram, costs too much)."""
+
+
+class Budget:
+    """A count of elementary matching steps left; shared by every match of one datagram."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, steps: int = MAX_MATCH_STEPS):
+        self.left = int(steps)
+
+    def spend(self, steps: int) -> None:
+        self.left -= steps
+        if self.left < 0:
+            raise TooCostly("pattern too costly to match")
 
 
 def is_pattern(address: str) -> bool:
@@ -26,77 +57,194 @@ def is_pattern(address: str) -> bool:
     return not PATTERN_CHARS.isdisjoint(address)
 
 
-def _bracket(pattern: str, i: int) -> tuple[str, int]:
-    """Translate the ``[...]`` starting at ``pattern[i]``; returns (regex, index after ``]``)."""
-    end = pattern.find("]", i + 1)
+# -- one segment: parsing into character tests ------------------------------------------------
+
+# A character test is ("c", char) | ("?",) | ("set", negate, chars, ranges).
+
+def _bracket(seg: str, i: int) -> tuple[tuple, int]:
+    """The test of the ``[...]`` starting at ``seg[i]``; returns (test, index after ``]``)."""
+    end = seg.find("]", i + 1)
     if end < 0:
         raise PatternError("unclosed '['")
-    body = pattern[i + 1:end]
+    body = seg[i + 1:end]
     negate = body.startswith("!")
     if negate:
         body = body[1:]
-    if not body or "/" in body:
-        raise PatternError("empty or bad '[...]'")
-    out = []
-    for k, ch in enumerate(body):
+    if not body:
+        raise PatternError("empty '[...]'")
+    chars, ranges = set(), []
+    k = 0
+    while k < len(body):
         # A '-' between two characters is a range; anywhere else it is literal.
-        if ch == "-" and 0 < k < len(body) - 1:
-            out.append("-")
+        if k + 2 < len(body) and body[k + 1] == "-":
+            lo, hi = body[k], body[k + 2]
+            if lo > hi:
+                raise PatternError(f"reversed range '{lo}-{hi}'")
+            ranges.append((lo, hi))
+            k += 3
         else:
-            out.append(re.escape(ch))
-    cls = "".join(out)
-    return (f"[^/{cls}]" if negate else f"[{cls}]"), end + 1
+            chars.add(body[k])
+            k += 1
+    return ("set", negate, frozenset(chars), tuple(ranges)), end + 1
 
 
-def _braces(pattern: str, i: int) -> tuple[str, int]:
-    """Translate the ``{a,b}`` starting at ``pattern[i]``; returns (regex, index after ``}``)."""
-    end = pattern.find("}", i + 1)
-    if end < 0:
-        raise PatternError("unclosed '{'")
-    words = pattern[i + 1:end].split(",")
-    if any(is_pattern(w) or "/" in w for w in words):
-        raise PatternError("nested pattern in '{...}'")
-    return "(?:" + "|".join(re.escape(w) for w in words) + ")", end + 1
+def _passes(test: tuple, ch: str) -> bool:
+    kind = test[0]
+    if kind == "c":
+        return ch == test[1]
+    if kind == "?":
+        return True
+    _, negate, chars, ranges = test
+    hit = ch in chars or any(lo <= ch <= hi for lo, hi in ranges)
+    return hit != negate
+
+
+class Segment:
+    """One pattern segment as an automaton: states 0..n, each with at most one character test
+    (``tests[s] = (test, next state)``) and epsilon moves folded into ``closure[s]`` (bit sets).
+
+    ``*`` is a state whose test (any character) loops back to itself and which may be skipped;
+    ``{a,b}`` fans out to one chain of literal states per word, all joining one state after it.
+    """
+
+    def __init__(self, text: str):
+        self.text = text
+        self.tests: list[tuple | None] = []
+        eps: list[list[int]] = []
+
+        def new() -> int:
+            self.tests.append(None)
+            eps.append([])
+            return len(self.tests) - 1
+
+        cur = new()
+        i = 0
+        while i < len(text):
+            ch = text[i]
+            if ch == "*":
+                if i and text[i - 1] == "*":  # "**" is "*"
+                    i += 1
+                    continue
+                nxt = new()
+                self.tests[cur] = (("?",), cur)
+                eps[cur].append(nxt)
+                cur, i = nxt, i + 1
+            elif ch == "{":
+                end = text.find("}", i + 1)
+                if end < 0:
+                    raise PatternError("unclosed '{'")
+                words = text[i + 1:end].split(",")
+                if any(is_pattern(w) for w in words):
+                    raise PatternError("nested pattern in '{...}'")
+                ends = []
+                for word in words:  # a chain of literal states per word, from cur to join
+                    at = new()
+                    eps[cur].append(at)
+                    for c in word:
+                        nxt = new()
+                        self.tests[at] = (("c", c), nxt)
+                        at = nxt
+                    ends.append(at)
+                join = new()
+                for at in ends:
+                    eps[at].append(join)
+                cur, i = join, end + 1
+            elif ch in "]}":
+                raise PatternError(f"stray {ch!r}")
+            else:
+                if ch == "[":
+                    test, i = _bracket(text, i)
+                else:
+                    test, i = (("?",) if ch == "?" else ("c", ch)), i + 1
+                nxt = new()
+                self.tests[cur] = (test, nxt)
+                cur = nxt
+        self.accept = 1 << cur
+        # Every epsilon move goes to a later state, so closures build back to front in one pass.
+        self.closure = [0] * len(self.tests)
+        for s in range(len(self.tests) - 1, -1, -1):
+            bits = 1 << s
+            for t in eps[s]:
+                bits |= self.closure[t]
+            self.closure[s] = bits
+        self.start = self.closure[0]
+        self._cache: dict[tuple[int, str], int] = {}
+
+    def _step(self, states: int, ch: str) -> int:
+        out = 0
+        while states:
+            low = states & -states
+            states ^= low
+            entry = self.tests[low.bit_length() - 1]
+            if entry is not None and _passes(entry[0], ch):
+                out |= self.closure[entry[1]]
+        return out
+
+    def matches(self, word: str, budget: Budget) -> bool:
+        """True if ``word`` (one address segment) matches this segment in full."""
+        states = self.start
+        cache = self._cache
+        cost = 0
+        for ch in word:
+            key = (states, ch)
+            nxt = cache.get(key)
+            if nxt is None:
+                cost += states.bit_count()
+                nxt = self._step(states, ch)
+                if len(cache) < MAX_CACHED_TRANSITIONS:
+                    cache[key] = nxt
+            cost += 1
+            states = nxt
+            if not states:
+                break
+        budget.spend(cost + 1)
+        return bool(states & self.accept)
+
+
+class Pattern:
+    """A compiled OSC address pattern: one :class:`Segment` (or literal string) per segment."""
+
+    def __init__(self, pattern: str):
+        self.text = pattern
+        self.parts: tuple[str | Segment, ...] = tuple(
+            Segment(seg) if is_pattern(seg) else seg for seg in pattern.split("/"))
+
+    def fullmatch(self, address: str, budget: Budget | None = None) -> bool:
+        """True if the whole ``address`` matches (segment by segment)."""
+        budget = budget if budget is not None else Budget()
+        words = address.split("/")
+        if len(words) != len(self.parts):
+            budget.spend(1)
+            return False
+        for part, word in zip(self.parts, words):
+            if isinstance(part, str):
+                if part != word:
+                    budget.spend(1)
+                    return False
+            elif not part.matches(word, budget):
+                return False
+        return True
 
 
 @lru_cache(maxsize=256)
-def compile_pattern(pattern: str) -> re.Pattern[str]:
-    """The compiled regex for an OSC address pattern; PatternError if malformed."""
+def compile_pattern(pattern: str) -> Pattern:
+    """The compiled form of an OSC address pattern; PatternError if malformed."""
     if len(pattern) > MAX_PATTERN_LEN or not pattern.startswith("/"):
         raise PatternError("pattern too long or not starting with '/'")
-    parts = []
-    i = 0
-    while i < len(pattern):
-        ch = pattern[i]
-        if ch == "?":
-            parts.append("[^/]")
-            i += 1
-        elif ch == "*":
-            parts.append("[^/]*")
-            i += 1
-        elif ch == "[":
-            regex, i = _bracket(pattern, i)
-            parts.append(regex)
-        elif ch == "{":
-            regex, i = _braces(pattern, i)
-            parts.append(regex)
-        elif ch in "]}":
-            raise PatternError(f"stray {ch!r}")
-        else:
-            parts.append(re.escape(ch))
-            i += 1
-    try:
-        return re.compile("".join(parts))
-    except re.error as exc:  # e.g. a reversed range "[z-a]"
-        raise PatternError(str(exc)) from None
+    return Pattern(pattern)
 
 
-def match(pattern: str, addresses: Iterable[str]) -> list[str]:
+def match(pattern: str, addresses: Iterable[str], budget: Budget | None = None) -> list[str]:
     """The addresses (in the given order) that the OSC ``pattern`` matches in full.
 
-    A literal address (no pattern characters) matches only itself. PatternError if malformed.
+    A literal address (no pattern characters) matches only itself. PatternError if malformed,
+    or if matching would take more than ``budget`` (default: a fresh :data:`MAX_MATCH_STEPS`).
     """
     if not is_pattern(pattern):
         return [a for a in addresses if a == pattern]
-    regex = compile_pattern(pattern)
-    return [a for a in addresses if regex.fullmatch(a)]
+    budget = budget if budget is not None else Budget()
+    if budget.left <= 0:
+        raise TooCostly("no matching budget left for this datagram")
+    budget.spend(len(pattern))  # compiling is linear in the pattern (cached after the first time)
+    compiled = compile_pattern(pattern)
+    return [a for a in addresses if compiled.fullmatch(a, budget)]

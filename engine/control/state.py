@@ -35,6 +35,9 @@ STAT_NAMES = (
     "bad_values",  # well-formed messages whose arguments were rejected (NaN, a string for a param, ...)
     "unknown_addresses",  # well-formed messages to an address outside the /lj/ space (or matching nothing)
     "rejected_senders",  # datagrams from an address not in the server's allow list
+    "refused_commands",  # commands a LAN peer may not send (docs/osc.md), or paths outside the show
+    "over_budget",  # messages ignored because their datagram spent its work budget (osc.py)
+    "dropped_params",  # undeclared parameter names pushed out by newer ones (MAX_UNDECLARED)
     "dropped_triggers",  # triggers pushed out of a full queue (the frame loop fell far behind)
     "scheduled",  # messages from bundles time-tagged in the future, applied at their time
     "dropped_scheduled",  # future messages refused because the schedule was full
@@ -44,8 +47,12 @@ STAT_NAMES = (
 
 #: At most this many triggers wait between two snapshots; older ones are dropped first.
 MAX_PENDING_TRIGGERS = 256
-#: At most this many distinct parameter names (and, separately, declared triggers) are kept.
+#: At most this many declared parameters (and, separately, declared triggers) are kept.
 MAX_PARAMS = 1024
+#: At most this many parameters that no mapping declared (set by name over OSC) are kept, apart
+#: from the declared ones: when full, the one set least recently is forgotten, so a flood of
+#: unknown names can neither fill the table for good nor push out a declared parameter.
+MAX_UNDECLARED = 128
 #: At most this many state values.
 MAX_STATE = 64
 #: Longest accepted parameter/trigger name and mapping path (characters).
@@ -130,6 +137,8 @@ class Controls:
         self.smoothing = max(0.0, float(smoothing))
         self._params: dict[str, Smoothed] = {}
         self._declared: dict[str, ParamDecl] = {}
+        self._undeclared: dict[str, None] = {}  # names set but never declared, least recent first
+        self._error_note: tuple[str, object] | None = None  # (refusal, "error" it overrides)
         self._declared_triggers: dict[str, None] = {}
         self._state: dict[str, float | str] = {}
         self._triggers: deque[str] = deque(maxlen=MAX_PENDING_TRIGGERS)
@@ -161,9 +170,10 @@ class Controls:
             return False
         decl = ParamDecl(default, min(lo, hi), max(lo, hi), None if tau is None else max(0.0, tau))
         with self._lock:
-            if name not in self._params and len(self._params) >= MAX_PARAMS:
+            if name not in self._declared and len(self._declared) >= MAX_PARAMS:
                 return False
             self._declared[name] = decl
+            self._undeclared.pop(name, None)
             entry = self._params.get(name)
             if entry is None:
                 self._params[name] = Smoothed(default, default, self._clock(), self._tau(name))
@@ -196,7 +206,29 @@ class Controls:
                 if key not in self._state:
                     self._version += 1
                 number = _finite(value) if not isinstance(value, bool) else float(value)
-                self._state[key] = number if number is not None else str(value)[:MAX_STATE_TEXT]
+                text = number if number is not None else str(value)[:MAX_STATE_TEXT]
+                if key == "error" and self._error_note is not None:
+                    if text == self._error_note[1]:
+                        continue  # the show's error has not changed since the refusal: keep it
+                    self._error_note = None
+                self._state[key] = text
+
+    def note_refused(self, address: str) -> None:
+        """Show ``refused <address>`` as ``/lj/state/error`` (a remote request was refused).
+
+        It stays until the show publishes an error other than the one it had at the refusal, so
+        the once-a-second state update does not hide it. Nothing else about the request is shown.
+        """
+        text = f"refused {address[:200]}"
+        with self._lock:
+            if "error" not in self._state:
+                self._version += 1
+            previous = self._state.get("error", "")
+            if self._error_note is not None:
+                previous = self._error_note[1]
+            self._error_note = (text, previous)
+            self._state["error"] = text
+            self._stats["refused_commands"] += 1
 
     def _tau(self, name: str) -> float:
         decl = self._declared.get(name)
@@ -361,17 +393,21 @@ class Controls:
         The value is approached smoothly (time constant of the parameter) unless ``smooth`` is
         False or this is the first value of an undeclared parameter. Accepts real numbers (bools
         become 1.0/0.0) that are finite as floats. Anything else (NaN, inf, strings, None, a bad
-        name, a new name beyond :data:`MAX_PARAMS`) is rejected and counted in
-        ``stats["bad_values"]``.
+        name) is rejected and counted in ``stats["bad_values"]``. An undeclared name is kept
+        among at most :data:`MAX_UNDECLARED` others (the least recently set is forgotten first).
         """
         number = _finite(value) if _valid_name(name) else None
         with self._lock:
             entry = self._params.get(name) if number is not None else None
-            if number is None or (entry is None and len(self._params) >= MAX_PARAMS):
+            if number is None:
                 self._stats["bad_values"] += 1
                 return False
             now = self._clock()
+            if name in self._undeclared:  # most recently set goes last
+                self._undeclared[name] = self._undeclared.pop(name)
             if entry is None:
+                self._forget_undeclared(MAX_UNDECLARED - 1)
+                self._undeclared[name] = None
                 self._params[name] = Smoothed(number, number, now, self._tau(name))
                 self._version += 1
             elif smooth:
@@ -379,6 +415,15 @@ class Controls:
             else:
                 entry.jump(number, now)
             return True
+
+    def _forget_undeclared(self, keep: int) -> None:
+        """Drop the least recently set undeclared parameters until at most ``keep`` are left."""
+        while len(self._undeclared) > keep:
+            old = next(iter(self._undeclared))
+            del self._undeclared[old]
+            self._params.pop(old, None)
+            self._stats["dropped_params"] += 1
+            self._version += 1
 
     def trigger(self, name: str) -> bool:
         """Queue the one-shot trigger ``name`` for the next snapshot; True if accepted."""

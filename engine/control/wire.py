@@ -17,6 +17,9 @@ from pythonosc.parsing import osc_types
 
 #: Bundles nested deeper than this are treated as malformed.
 MAX_BUNDLE_DEPTH = 8
+#: A datagram holding more messages than this (bundles nested or not) is treated as malformed:
+#: parsing and applying it would keep the OSC thread (and, through the GIL, the frame loop) busy.
+MAX_BUNDLE_MESSAGES = 1024
 #: Largest datagram the replies and streams build on purpose (bytes); well below UDP's 65507.
 MAX_REPLY_DATAGRAM = 8192
 
@@ -91,9 +94,14 @@ def parse_simple(dgram: bytes) -> tuple[str, list] | None:
     return address, [fmt.unpack_from(dgram, tag_at + 4)[0]]
 
 
-def check_packet(dgram: bytes, depth: int = 0) -> str | None:
-    """Why ``dgram`` is not a well-formed OSC message or bundle, or None if it is."""
+def check_packet(dgram: bytes, depth: int = 0, _seen: list | None = None) -> str | None:
+    """Why ``dgram`` is not a well-formed OSC message or bundle, or None if it is (at most
+    :data:`MAX_BUNDLE_MESSAGES` messages, :data:`MAX_BUNDLE_DEPTH` levels of bundles)."""
+    seen = [0] if _seen is None else _seen
     if dgram.startswith(b"/"):
+        seen[0] += 1
+        if seen[0] > MAX_BUNDLE_MESSAGES:
+            return f"more than {MAX_BUNDLE_MESSAGES} messages in one datagram"
         return check_message(dgram)
     if not dgram.startswith(BUNDLE_PREFIX):
         return "neither an OSC message nor a bundle"
@@ -109,7 +117,7 @@ def check_packet(dgram: bytes, depth: int = 0) -> str | None:
         index += 4
         if size <= 0 or size % 4 or index + size > len(dgram):
             return "bad bundle element size"
-        why = check_packet(dgram[index:index + size], depth + 1)
+        why = check_packet(dgram[index:index + size], depth + 1, seen)
         if why is not None:
             return why
         index += size
