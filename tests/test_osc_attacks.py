@@ -297,3 +297,36 @@ def test_a_flood_of_learn_requests_is_rate_limited(rig, monkeypatch):
     allowed = 5.0 * (1 + time.monotonic() - started) + 1  # osc.LEARN_PER_S, a burst of as many
     assert 1 <= len(saves) <= allowed
     assert rig.controls.bindings.table  # the first ones were learned
+
+
+def test_a_flood_of_distinct_patterns_keeps_the_caches_bounded():
+    """Every compiled pattern and its transition cache are bounded (MAX_COMPILED patterns, at most
+    MAX_CACHED_TRANSITIONS transitions each), so distinct costly patterns cannot grow memory."""
+    import random
+    import tracemalloc
+
+    from engine.control import pattern as P
+
+    rng = random.Random(7)
+    addrs = [f"/lj/param/n{i}_" + "".join(rng.choice("abcxyz") for _ in range(30)) for i in range(200)]
+    P.compile_pattern.cache_clear()
+    tracemalloc.start()
+    try:
+        for k in range(400):
+            seg = "".join(rng.choice("ab*?cx") for _ in range(40)) + str(k)
+            for pat in (f"/lj/param/{seg}", f"/lj/*/{seg[:20]}*{k}"):
+                try:
+                    P.match(pat, addrs)
+                except P.PatternError:
+                    pass
+        current, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert P.compile_pattern.cache_info().currsize <= P.MAX_COMPILED
+    # the caches of patterns still held never exceed their bound, however long the address
+    for k in range(3):
+        p = P.compile_pattern(f"/lj/param/{'*a' * 60}{k}")
+        p.fullmatch("/lj/param/" + "ab" * 200 + "c" * 50)
+        caches = {id(s._cache): s._cache for s in p.parts if isinstance(s, P.Segment)}
+        assert all(len(c) <= P.MAX_CACHED_TRANSITIONS for c in caches.values())
+    assert current < 64 << 20, f"{current / 1e6:.0f} MB held after the flood"

@@ -25,8 +25,12 @@ PATTERN_CHARS = frozenset("?*[]{}")
 MAX_PATTERN_LEN = 256
 #: Elementary steps one :func:`match` may take by default (about 0.1-0.3 s of Python at worst).
 MAX_MATCH_STEPS = 400_000
-#: Cached transitions per pattern segment (the lazy DFA); beyond it, steps are computed afresh.
-MAX_CACHED_TRANSITIONS = 4096
+#: Cached transitions per compiled pattern, all its segments together (the lazy DFA); beyond it,
+#: steps are computed afresh. With :data:`MAX_COMPILED` patterns kept, the caches hold at most
+#: about 130k entries (tens of MB) whatever a flood of distinct patterns does.
+MAX_CACHED_TRANSITIONS = 1024
+#: Compiled patterns kept (least recently used dropped first).
+MAX_COMPILED = 128
 
 
 class PatternError(ValueError):
@@ -168,7 +172,8 @@ class Segment:
                 bits |= self.closure[t]
             self.closure[s] = bits
         self.start = self.closure[0]
-        self._cache: dict[tuple[int, str], int] = {}
+        # The pattern's shared transition cache; a lone segment gets its own.
+        self._cache: dict[tuple[int, int, str], int] = {}
 
     def _step(self, states: int, ch: str) -> int:
         out = 0
@@ -186,7 +191,7 @@ class Segment:
         cache = self._cache
         cost = 0
         for ch in word:
-            key = (states, ch)
+            key = (id(self), states, ch)
             nxt = cache.get(key)
             if nxt is None:
                 cost += states.bit_count()
@@ -208,6 +213,10 @@ class Pattern:
         self.text = pattern
         self.parts: tuple[str | Segment, ...] = tuple(
             Segment(seg) if is_pattern(seg) else seg for seg in pattern.split("/"))
+        shared: dict = {}  # one bounded cache for every segment of the pattern
+        for part in self.parts:
+            if isinstance(part, Segment):
+                part._cache = shared
 
     def fullmatch(self, address: str, budget: Budget | None = None) -> bool:
         """True if the whole ``address`` matches (segment by segment)."""
@@ -226,7 +235,7 @@ class Pattern:
         return True
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=MAX_COMPILED)
 def compile_pattern(pattern: str) -> Pattern:
     """The compiled form of an OSC address pattern; PatternError if malformed."""
     if len(pattern) > MAX_PATTERN_LEN or not pattern.startswith("/"):

@@ -33,13 +33,33 @@ _FIXED_SIZES = {"i": 4, "f": 4, "r": 4, "m": 4, "c": 4, "d": 8, "h": 8, "t": 8,
 
 
 def check_message(dgram: bytes) -> str | None:
-    """Why ``dgram`` is not a well-formed OSC message, or None if it is."""
-    address, index = osc_types.get_string(dgram, 0)
+    """Why ``dgram`` is not a well-formed OSC message, or None if it is (never raises)."""
+    try:
+        return _check_message(dgram)
+    except (osc_types.ParseError, UnicodeDecodeError, IndexError, ValueError) as exc:
+        return f"unreadable message ({type(exc).__name__})"
+
+
+def _string(dgram: bytes, index: int) -> tuple[str, int]:
+    """The OSC string at ``index`` and the index after it: NUL-terminated, UTF-8, zero-padded
+    to a multiple of 4 (python-osc accepts any padding, which lets a string's tail be misread
+    as the next argument); ValueError if it is not exactly that."""
+    nul = dgram.find(b"\0", index)
+    if nul < 0:
+        raise ValueError("unterminated string")
+    end = index + ((nul - index) // 4 + 1) * 4
+    if end > len(dgram) or dgram[nul:end].strip(b"\0"):
+        raise ValueError("string padding is not zeros")
+    return dgram[index:nul].decode("utf-8"), end
+
+
+def _check_message(dgram: bytes) -> str | None:
+    address, index = _string(dgram, 0)
     if not address.startswith("/"):
         return "address does not start with '/'"
     if index == len(dgram):
         return None  # no type tag string: a message without arguments
-    tags, index = osc_types.get_string(dgram, index)
+    tags, index = _string(dgram, index)
     if not tags.startswith(","):
         return "type tag string does not start with ','"
     for tag in tags[1:]:
@@ -47,7 +67,7 @@ def check_message(dgram: bytes) -> str | None:
         if size is not None:
             index += size
         elif tag == "s" or tag == "S":
-            _, index = osc_types.get_string(dgram, index)
+            _, index = _string(dgram, index)
         elif tag == "b":
             _, index = osc_types.get_blob(dgram, index)
         else:
