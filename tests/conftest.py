@@ -67,6 +67,31 @@ def xvfb_display():
     proc.wait(5)
 
 
+def clear_stale_jack_shm() -> None:
+    """Remove JACK's shared-memory files when no JACK server runs.
+
+    jackd (the MIDI test's private server) leaves ``/dev/shm/jack*`` behind, and the next run's
+    PortAudio then finds a registry of a server that is gone: its JACK host API changes how a
+    PulseAudio stream that loses its source behaves (seen: the capture stalls instead of the
+    loss being noticed), so the audio-recovery tests fail on a machine that ran the suite
+    before. Called before the run and after the JACK test.
+    """
+    if subprocess.run(["pgrep", "-x", "jackd"], capture_output=True).returncode == 0:
+        return  # a live server (someone's own): its files are not stale
+    shm = "/dev/shm"
+    try:
+        names = os.listdir(shm)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(("jack-", "jack_")):
+            path = os.path.join(shm, name)
+            try:
+                shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
+            except OSError:
+                pass
+
+
 def _pactl(*args: str, check: bool = True) -> str:
     out = subprocess.run(["pactl", *args], capture_output=True, text=True, timeout=10)
     if check and out.returncode != 0:
@@ -83,6 +108,7 @@ def _private_pulse(tmp_path_factory):
     own audio server. ``PULSE_SERVER`` points this process and its children at it; PortAudio's
     ALSA "pulse" device follows. Yields None when PulseAudio is not installed.
     """
+    clear_stale_jack_shm()
     if shutil.which("pulseaudio") is None or shutil.which("pactl") is None:
         yield None
         return
