@@ -74,7 +74,8 @@ def clear_stale_jack_shm() -> None:
     PortAudio then finds a registry of a server that is gone: its JACK host API changes how a
     PulseAudio stream that loses its source behaves (seen: the capture stalls instead of the
     loss being noticed), so the audio-recovery tests fail on a machine that ran the suite
-    before. Called before the run and after the JACK test.
+    before. Called before the run only: a JACK client still alive in this process (mido's
+    ports are collected later) would abort when its server's files vanish under it.
     """
     if subprocess.run(["pgrep", "-x", "jackd"], capture_output=True).returncode == 0:
         return  # a live server (someone's own): its files are not stale

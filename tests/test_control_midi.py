@@ -169,7 +169,6 @@ def jack_server(monkeypatch):
     import uuid
 
     import engine.control.midi as midi
-    from conftest import clear_stale_jack_shm
 
     if shutil.which("jackd") is None:
         pytest.skip("jackd is not installed (Debian: jackd2), so there is no MIDI system here")
@@ -195,7 +194,6 @@ def jack_server(monkeypatch):
     yield be
     proc.terminate()
     proc.wait(10)
-    clear_stale_jack_shm()  # what the server left in /dev/shm would change later audio tests
     monkeypatch.setattr(midi, "_backend", None)
     assert os.environ["JACK_DEFAULT_SERVER"] == name
 
