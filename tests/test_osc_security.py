@@ -194,11 +194,16 @@ def test_paths_outside_the_show_folders_are_refused_and_never_opened(local):
     srv.controls.set_state({"error": ""})
     attempts = [str(outside / "secrets.toml"), "../outside/secrets.toml", "link.toml",
                 str(outside / "pipe.toml"),  # a FIFO: opening it would block this thread for good
-                str(outside / "missing.toml"), "/etc/passwd", "~/.ssh/id_rsa", "", "a\0b"]
+                str(outside / "missing.toml"), "/etc/passwd", "~/.ssh/id_rsa", ""]
     for n, path in enumerate(attempts, 1):
         client.sendto(encode_message("/lj/mapping/load", [path]), (LOCAL, srv.port))
         wait_for(lambda: srv.stats["messages"] >= n, f"attempt {n}", timeout=WAIT)
         assert srv.controls.snapshot().mapping is None, path
+    # a NUL inside an OSC string is no OSC string at all: the packet is malformed, never applied
+    bad = srv.stats["bad_packets"]
+    client.sendto(encode_message("/lj/mapping/load", ["a\0b"]), (LOCAL, srv.port))
+    wait_for(lambda: srv.stats["bad_packets"] > bad, "the NUL path", timeout=WAIT)
+    assert srv.controls.snapshot().mapping is None
     assert _get(srv, client, "/lj/state/error") == "refused /lj/mapping/load"
     assert srv.controls.stats["refused_commands"] >= len(attempts) - 2
     # the show's state publication (once a second) keeps the refusal until the show's error changes
