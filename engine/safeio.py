@@ -241,19 +241,24 @@ def child_path(folder: str | Path, name: str, suffix: str = "", what: str = "nam
     return base / name
 
 
-def _write_tmp(path: Path, data: bytes) -> Path:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{id(data):x}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+def _write_exclusive(path: Path, data: bytes) -> Path:
+    """Create ``path`` with ``O_EXCL`` and write ``data``; a failed write leaves no file behind."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
     except BaseException:
         os.close(fd)
-        tmp.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
         raise
     os.close(fd)
-    return tmp
+    return path
+
+
+def _write_tmp(path: Path, data: bytes) -> Path:
+    """``data`` in a fresh temporary file beside ``path`` (hidden, named by process and data)."""
+    return _write_exclusive(path.with_name(f".{path.name}.{os.getpid()}.{id(data):x}.tmp"), data)
 
 
 def write_new(path: str | Path, data: bytes) -> Path:
@@ -275,20 +280,6 @@ def write_new(path: str | Path, data: bytes) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
-
-
-def _write_exclusive(path: Path, data: bytes) -> None:
-    """Create ``path`` with ``O_EXCL`` and write ``data``; a failed write leaves no file behind."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-    except BaseException:
-        os.close(fd)
-        path.unlink(missing_ok=True)
-        raise
-    os.close(fd)
 
 
 def write_atomic(path: str | Path, data: bytes) -> Path:
